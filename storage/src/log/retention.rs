@@ -1,0 +1,63 @@
+//! Retention: whole sealed segments deleted from the front by size and age.
+
+use super::Log;
+use crate::error::Result;
+use crate::types::LocalOffset;
+use crate::vector::VersionVector;
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub deleted_segments: usize,
+    /// Bytes freed.
+    pub deleted_bytes: u64,
+    /// The earliest retained offset afterwards.
+    pub start_offset: LocalOffset,
+    /// Records of each origin before the earliest retained offset
+    /// afterwards: what a peer or consumer behind it can no longer read.
+    pub start_vector: VersionVector,
+}
+
+impl Log {
+    /// Deletes sealed segments from the front while the log is over its size
+    /// limit (Kafka's rule: a segment goes if the rest still holds at least
+    /// `bytes_max`) or the segment's newest record is older than
+    /// `age_ms_max`. The active segment is never deleted. `now_ms` is the
+    /// wall clock in milliseconds since the epoch.
+    pub fn apply_retention(&mut self, now_ms: u64) -> Result<RetentionReport> {
+        let retention = self.config.retention;
+        let mut total = self.size_bytes();
+        let mut deleted_segments = 0;
+        let mut deleted_bytes = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let over_size = retention
+                .bytes_max
+                .is_some_and(|bytes_max| total - oldest.size() >= bytes_max);
+            let too_old = retention
+                .age_ms_max
+                .is_some_and(|age| oldest.max_timestamp().millis().saturating_add(age) < now_ms);
+            if !(over_size || too_old) {
+                break;
+            }
+            let segment = self.segments.remove(0);
+            total -= segment.size();
+            deleted_bytes += segment.size();
+            deleted_segments += 1;
+            segment.delete(&*self.fs)?;
+            tracing::debug!(
+                target: "meshgate::storage",
+                dir = %self.dir.display(),
+                base_offset = segment.base_offset().0,
+                "retention deleted a segment"
+            );
+        }
+        Ok(RetentionReport {
+            deleted_segments,
+            deleted_bytes,
+            start_offset: self.start_offset(),
+            start_vector: self.start_vector().clone(),
+        })
+    }
+}
