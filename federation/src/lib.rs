@@ -1,0 +1,14 @@
+//! meshgate-federation: how gateways of all regions find and talk to each
+//! other.
+//!
+//! # Layout
+//! - [`transport`]: QUIC endpoints (quinn) with mutual TLS from a cluster
+//!   CA (rustls, rcgen), built by one constructor over an abstract UDP
+//!   socket and runtime, so production passes real sockets and the
+//!   simulation passes turmoil's.
+//! - [`membership`]: SWIM membership (foca) with authenticated gossip,
+//!   member metadata and versioned cluster-wide broadcasts.
+#![deny(missing_docs)]
+
+pub mod membership;
+pub mod transport;

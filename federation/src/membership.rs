@@ -1,0 +1,1 @@
+//! SWIM membership (foca). Not built yet.

@@ -1,0 +1,1 @@
+//! QUIC transport between gateways. Not built yet.
