@@ -52,12 +52,13 @@ impl Durability {
 
     fn validate(self) -> Result<()> {
         if let Self::IntervalMs(ms) = self
-            && !(1..=60_000).contains(&ms) {
-                return Err(StorageError::Config {
-                    field: "durability",
-                    problem: format!("interval {ms} ms is outside 1..=60000"),
-                });
-            }
+            && !(1..=60_000).contains(&ms)
+        {
+            return Err(StorageError::Config {
+                field: "durability",
+                problem: format!("interval {ms} ms is outside 1..=60000"),
+            });
+        }
         Ok(())
     }
 

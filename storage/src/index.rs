@@ -63,7 +63,9 @@ pub(crate) fn load_index(
     header_bytes: u64,
     segment_bytes: u64,
 ) -> Option<Vec<IndexEntry>> {
-    if !offsets.len().is_multiple_of(OFFSET_ENTRY_BYTES) || !times.len().is_multiple_of(TIME_ENTRY_BYTES) {
+    if !offsets.len().is_multiple_of(OFFSET_ENTRY_BYTES)
+        || !times.len().is_multiple_of(TIME_ENTRY_BYTES)
+    {
         return None;
     }
     let count = offsets.len() / OFFSET_ENTRY_BYTES;
@@ -90,9 +92,9 @@ pub(crate) fn load_index(
             && (entry.relative_offset <= previous.relative_offset
                 || entry.position <= previous.position
                 || entry.timestamp_before < previous.timestamp_before)
-            {
-                return None;
-            }
+        {
+            return None;
+        }
         entries.push(entry);
     }
     Some(entries)
@@ -175,9 +177,10 @@ pub(crate) fn load_checkpoints(bytes: &[u8], base_offset: LocalOffset) -> (Vec<C
         };
         let (checkpoint, used) = parsed;
         if let Some(previous) = checkpoints.last()
-            && (checkpoint.offset <= previous.offset || checkpoint.position <= previous.position) {
-                return (checkpoints, false);
-            }
+            && (checkpoint.offset <= previous.offset || checkpoint.position <= previous.position)
+        {
+            return (checkpoints, false);
+        }
         checkpoints.push(checkpoint);
         at += used;
     }

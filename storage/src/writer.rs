@@ -294,3 +294,156 @@ fn advance(visible: &watch::Sender<Visibility>, offset: LocalOffset) {
         advanced
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::fs::{FileSystem, MemFs};
+    use crate::types::{Incarnation, RegionId};
+
+    fn origin() -> OriginStream {
+        OriginStream {
+            region: RegionId::parse("us-east").expect("valid"),
+            incarnation: Incarnation(1),
+        }
+    }
+
+    fn shared(fs: &MemFs, durability: Durability) -> SharedLog {
+        let config = LogConfig {
+            durability,
+            ..LogConfig::default()
+        };
+        let log = Log::open(Arc::new(fs.clone()), "/log", config, None, 0).expect("opens");
+        SharedLog::new(log)
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_fsyncs() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::EveryBatch);
+        let syncs_before = fs.sync_count();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let record = Record::from_value(format!("r{i}"));
+                    log.append_local(&origin(), &[record], 0)
+                        .expect("appends")
+                        .durable()
+                        .await
+                        .expect("durable")
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task runs");
+        }
+        let syncs = fs.sync_count() - syncs_before;
+        assert!(syncs < 20, "200 appends took {syncs} fsyncs");
+        assert_eq!(log.visible_offset(), LocalOffset(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interval_policy_acknowledges_after_the_covering_fsync() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::IntervalMs(50));
+        // The first fsync after idle runs at once; the next waits its turn.
+        log.append_local(&origin(), &[Record::from_value("a")], 0)
+            .expect("appends")
+            .durable()
+            .await
+            .expect("durable");
+        let start = tokio::time::Instant::now();
+        let pending = log
+            .append_local(&origin(), &[Record::from_value("b")], 0)
+            .expect("appends");
+        assert_eq!(
+            log.visible_offset(),
+            LocalOffset(1),
+            "b is not visible before its fsync"
+        );
+        pending.durable().await.expect("durable");
+        assert!(
+            start.elapsed() >= Duration::from_millis(40),
+            "waited {:?}",
+            start.elapsed()
+        );
+        assert_eq!(log.visible_offset(), LocalOffset(2));
+    }
+
+    #[tokio::test]
+    async fn never_policy_makes_writes_visible_at_once() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::Never);
+        let syncs_before = fs.sync_count();
+        log.append_local(&origin(), &[Record::from_value("a")], 0)
+            .expect("appends")
+            .durable()
+            .await
+            .expect("acknowledged");
+        assert_eq!(log.visible_offset(), LocalOffset(1));
+        assert_eq!(fs.sync_count(), syncs_before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_polls_wake_on_new_data_or_time_out() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::EveryBatch);
+        let waiter = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.wait_visible(LocalOffset(0), Duration::from_secs(30))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        log.append_local(&origin(), &[Record::from_value("a")], 0)
+            .expect("appends")
+            .durable()
+            .await
+            .expect("durable");
+        assert_eq!(waiter.await.expect("task"), LocalOffset(1));
+        let start = tokio::time::Instant::now();
+        let visible = log
+            .wait_visible(LocalOffset(1), Duration::from_millis(200))
+            .await;
+        assert_eq!(visible, LocalOffset(1));
+        assert!(start.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_fails_the_waiting_appends() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::EveryBatch);
+        fs.set_fail_syncs(true);
+        let result = log
+            .append_local(&origin(), &[Record::from_value("a")], 0)
+            .expect("written")
+            .durable()
+            .await;
+        assert!(
+            matches!(result, Err(StorageError::Failed { .. })),
+            "{result:?}"
+        );
+        assert_eq!(log.visible_offset(), LocalOffset(0));
+    }
+
+    #[tokio::test]
+    async fn close_syncs_and_marks_the_log_clean() {
+        let fs = MemFs::new();
+        let log = shared(&fs, Durability::IntervalMs(1000));
+        let pending = log
+            .append_local(&origin(), &[Record::from_value("a")], 0)
+            .expect("appends");
+        log.close().await.expect("closes");
+        pending.durable().await.expect("close made it durable");
+        assert!(matches!(
+            log.append_local(&origin(), &[Record::from_value("b")], 0),
+            Err(StorageError::Closed)
+        ));
+        assert!(fs.exists(std::path::Path::new("/log/.clean")));
+    }
+}

@@ -375,12 +375,13 @@ impl MemFile {
 
     fn set(&self, op: Op) -> io::Result<()> {
         if let Op::Write { position, bytes } = &op
-            && usize::try_from(position + bytes.len() as u64).is_err() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "write past addressable memory",
-                ));
-            }
+            && usize::try_from(position + bytes.len() as u64).is_err()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past addressable memory",
+            ));
+        }
         let mut inner = self.inner.lock();
         op.apply(&mut inner.data);
         inner.pending.push(op);

@@ -157,17 +157,18 @@ impl Log {
     /// Adds the next segment, checking it starts where the previous ended.
     fn push_checked(&mut self, segment: Segment) -> Result<()> {
         if let Some(previous) = self.segments.last()
-            && previous.next_offset() != segment.base_offset() {
-                return Err(StorageError::CorruptSegment {
-                    path: previous.paths().log.clone(),
-                    position: previous.size(),
-                    reason: format!(
-                        "segment ends at offset {} but the next starts at {}",
-                        previous.next_offset().0,
-                        segment.base_offset().0
-                    ),
-                });
-            }
+            && previous.next_offset() != segment.base_offset()
+        {
+            return Err(StorageError::CorruptSegment {
+                path: previous.paths().log.clone(),
+                position: previous.size(),
+                reason: format!(
+                    "segment ends at offset {} but the next starts at {}",
+                    previous.next_offset().0,
+                    segment.base_offset().0
+                ),
+            });
+        }
         self.segments.push(segment);
         Ok(())
     }
