@@ -1,0 +1,1 @@
+//! The consumer-group coordinator. Not built yet.

@@ -1,0 +1,6 @@
+//! The `meshgate` command.
+
+fn main() {
+    eprintln!("meshgate: the gateway is not built yet");
+    std::process::exit(2);
+}
