@@ -228,6 +228,23 @@ impl FileSystem for MemFs {
             .ok_or_else(|| not_found(path))
     }
 
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if !state.directories.contains(path) {
+            return Err(not_found(path));
+        }
+        // Directory removal is modelled as immediately durable, like the
+        // creation of directories.
+        state.entries.retain(|entry, _| !entry.starts_with(path));
+        state
+            .durable_entries
+            .retain(|entry, _| !entry.starts_with(path));
+        state
+            .directories
+            .retain(|directory| !directory.starts_with(path));
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         let file = state.entries.remove(from).ok_or_else(|| not_found(from))?;

@@ -38,6 +38,9 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it. Not atomic: a crash may
+    /// leave part of it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Renames a file, replacing the target.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.

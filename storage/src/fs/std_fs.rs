@@ -45,6 +45,10 @@ impl FileSystem for StdFs {
         fs::remove_file(path)
     }
 
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }

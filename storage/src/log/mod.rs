@@ -344,6 +344,17 @@ impl Log {
         too_big || too_old
     }
 
+    /// Seals the active segment and starts a new one now, unless the active
+    /// segment is empty. Used before writing a snapshot that lets older
+    /// segments go.
+    pub fn roll_now(&mut self, now_ms: u64) -> Result<()> {
+        self.check_writable()?;
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.roll(now_ms)
+    }
+
     /// Seals the active segment (fsynced, so every sealed segment is wholly
     /// durable and only the active one can have a torn tail) and starts a
     /// new one.

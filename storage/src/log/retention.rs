@@ -2,6 +2,7 @@
 
 use super::Log;
 use crate::error::Result;
+use crate::segment::Segment;
 use crate::types::LocalOffset;
 use crate::vector::VersionVector;
 
@@ -20,6 +21,13 @@ pub struct RetentionReport {
 }
 
 impl Log {
+    /// Deletes the sealed segments that lie wholly below `offset` (used to
+    /// drop history once a snapshot after it is durable). The active segment
+    /// is never deleted.
+    pub fn delete_segments_before(&mut self, offset: LocalOffset) -> Result<RetentionReport> {
+        self.delete_front_while(|segment, _| segment.next_offset() <= offset)
+    }
+
     /// Deletes sealed segments from the front while the log is over its size
     /// limit (Kafka's rule: a segment goes if the rest still holds at least
     /// `bytes_max`) or the segment's newest record is older than
@@ -27,20 +35,27 @@ impl Log {
     /// wall clock in milliseconds since the epoch.
     pub fn apply_retention(&mut self, now_ms: u64) -> Result<RetentionReport> {
         let retention = self.config.retention;
-        let mut total = self.size_bytes();
-        let mut deleted_segments = 0;
-        let mut deleted_bytes = 0;
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
+        self.delete_front_while(|oldest, total| {
             let over_size = retention
                 .bytes_max
                 .is_some_and(|bytes_max| total - oldest.size() >= bytes_max);
             let too_old = retention
                 .age_ms_max
                 .is_some_and(|age| oldest.max_timestamp().millis().saturating_add(age) < now_ms);
-            if !(over_size || too_old) {
-                break;
-            }
+            over_size || too_old
+        })
+    }
+
+    /// Deletes sealed segments from the front while `doomed(oldest, total
+    /// bytes)` says so.
+    fn delete_front_while(
+        &mut self,
+        doomed: impl Fn(&Segment, u64) -> bool,
+    ) -> Result<RetentionReport> {
+        let mut total = self.size_bytes();
+        let mut deleted_segments = 0;
+        let mut deleted_bytes = 0;
+        while self.segments.len() > 1 && doomed(&self.segments[0], total) {
             let segment = self.segments.remove(0);
             total -= segment.size();
             deleted_bytes += segment.size();

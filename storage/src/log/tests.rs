@@ -629,3 +629,23 @@ fn a_position_ahead_of_the_log_waits_for_the_mirror() {
         }
     );
 }
+
+#[test]
+fn segments_below_a_snapshot_can_be_dropped() {
+    let fs = MemFs::new();
+    let mut log = open(&fs, &small_config());
+    for i in 0..100 {
+        log.append_local(&origin("us-east"), &[record(i)], 0)
+            .expect("appends");
+    }
+    log.roll_now(0).expect("rolls");
+    let snapshot_start = log.end_offset();
+    log.append_local(&origin("us-east"), &[record(100)], 0)
+        .expect("appends");
+    sync(&mut log);
+    let report = log.delete_segments_before(snapshot_start).expect("deletes");
+    assert!(report.deleted_segments > 0);
+    assert_eq!(log.start_offset(), snapshot_start);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(read_all(&log).len(), 1);
+}
