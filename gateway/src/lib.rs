@@ -3,8 +3,23 @@
 //! configuration, and the `meshgate` command line.
 //!
 //! # Layout
-//! - [`groups`]: the consumer-group coordinator (sans-IO state machine and
-//!   its async driver).
+//! - [`config`]: layered configuration (defaults, TOML, environment, flags).
+//! - [`node`]: a node and the dispatch of client requests.
+//! - [`meta`]: durable metadata in an internal log.
+//! - [`topics`]: topics and their partition logs.
+//! - [`produce`], [`fetch`], [`offsets`]: the data path and committed
+//!   positions (as version vectors).
+//! - [`groups`]: the consumer-group coordinator.
+//! - [`clock`]: the wall clock, passed in.
 #![deny(missing_docs)]
 
+pub mod clock;
+pub mod config;
+pub mod errors;
+pub mod fetch;
 pub mod groups;
+pub mod meta;
+pub mod node;
+pub mod offsets;
+pub mod produce;
+pub mod topics;

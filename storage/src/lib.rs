@@ -49,7 +49,7 @@ pub mod writer;
 pub use batch::{Batch, BatchHeader};
 pub use config::{Durability, LogConfig, Retention};
 pub use error::{NameError, Result, StorageError};
-pub use fs::{CrashMode, FileSystem, MemFs, StdFs};
+pub use fs::{CrashMode, FileHandle, FileSystem, MemFs, OpenMode, StdFs};
 pub use log::{AppendInfo, AppendOutcome, Log, ReadChunk, Resume, RetentionReport, SeqLocation};
 pub use types::{
     Header, HybridClock, Incarnation, LocalOffset, OriginCoord, OriginSeq, OriginStream, Record,

@@ -1,0 +1,255 @@
+//! A gateway node: its identity, metadata, topics, producers and groups,
+//! and the dispatch of client requests to them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use meshgate_protocol::{ErrorCode, NodeInfo, Reply, Request, Response, TopicName, WireError};
+use meshgate_storage::{FileSystem, OpenMode, RegionId, StorageError, fs::write_atomically};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::clock::Clock;
+use crate::config::GatewayConfig;
+use crate::meta::MetaStore;
+use crate::produce::Producers;
+use crate::topics::Topics;
+use crate::{fetch, offsets};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory or its metadata could not be opened; nothing runs.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The configuration is invalid; nothing runs.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// One gateway node.
+pub struct Node {
+    config: GatewayConfig,
+    node_id: String,
+    region: RegionId,
+    clock: Arc<dyn Clock>,
+    meta: MetaStore,
+    topics: Topics,
+    producers: Producers,
+    client_address: parking_lot::Mutex<String>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", &self.node_id)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// Reads this node's id from `<data>/node-id`, or makes one and keeps it.
+fn node_id(
+    fs: &dyn FileSystem,
+    data_dir: &Path,
+    region: &RegionId,
+    rng: &mut SmallRng,
+) -> Result<String, StorageError> {
+    let path = data_dir.join("node-id");
+    if fs.exists(&path) {
+        let bytes = fs
+            .open(&path, OpenMode::Existing)
+            .and_then(|file| file.read_all())
+            .map_err(|source| StorageError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
+        let id = String::from_utf8_lossy(&bytes).trim().to_string();
+        if meshgate_storage::validate_name("node", &id, 63).is_ok() {
+            return Ok(id);
+        }
+        tracing::warn!(target: "meshgate::node", path = %path.display(), "invalid node id file replaced");
+    }
+    let id = format!("{region}-{:08x}", rng.random::<u32>());
+    write_atomically(fs, &path, format!("{id}\n").as_bytes()).map_err(|source| {
+        StorageError::Io {
+            op: "write",
+            path,
+            source,
+        }
+    })?;
+    Ok(id)
+}
+
+impl Node {
+    /// Opens the node's data directory: metadata, then every topic.
+    /// `rng_seed` seeds topic incarnations and generated ids.
+    pub fn open(
+        config: GatewayConfig,
+        fs: Arc<dyn FileSystem>,
+        clock: Arc<dyn Clock>,
+        rng_seed: u64,
+    ) -> Result<Node, NodeError> {
+        config
+            .validate()
+            .map_err(|error| NodeError::Config(error.to_string()))?;
+        let region = RegionId::parse(&config.region)
+            .map_err(|error| NodeError::Config(error.to_string()))?;
+        let data_dir: PathBuf = config.data_dir.clone();
+        fs.create_dir_all(&data_dir)
+            .map_err(|source| StorageError::Io {
+                op: "create",
+                path: data_dir.clone(),
+                source,
+            })?;
+        let mut rng = SmallRng::seed_from_u64(rng_seed);
+        let node_id = match &config.node_id {
+            Some(id) => id.clone(),
+            None => node_id(&*fs, &data_dir, &region, &mut rng)?,
+        };
+        let meta = MetaStore::open(fs.clone(), data_dir.join("meta"), clock.clone())?;
+        let topics = Topics::open(
+            fs.clone(),
+            data_dir.join("topics"),
+            meta.clone(),
+            clock.clone(),
+            config.topic_defaults.clone(),
+            config.limits.clone(),
+            rng.random(),
+        )?;
+        let producers = Producers::new(region.clone(), &config.limits);
+        Ok(Node {
+            client_address: parking_lot::Mutex::new(config.listen.to_string()),
+            config,
+            node_id,
+            region,
+            clock,
+            meta,
+            topics,
+            producers,
+        })
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The node's region.
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    /// The node's topics.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// The node's metadata store.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// The node's wall clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Records the address the client listener actually bound.
+    pub fn set_client_address(&self, address: String) {
+        *self.client_address.lock() = address;
+    }
+
+    /// Who this node is.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            node_id: self.node_id.clone(),
+            region: self.region.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            client_address: self.client_address.lock().clone(),
+        }
+    }
+
+    /// Answers one client request (the handshake is the connection's job).
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Hello(_) => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "hello is accepted once, as the first request of a connection",
+            )),
+            Request::CreateTopic(create) => self
+                .topics
+                .create(&create.name, &create.settings)
+                .await
+                .map(|topic| Reply::Topic(topic.describe())),
+            Request::DeleteTopic(TopicName { name }) => self
+                .topics
+                .delete(&name)
+                .await
+                .map(|()| Reply::TopicDeleted),
+            Request::ListTopics => Ok(Reply::Topics(
+                self.topics.list().iter().map(|t| t.summary()).collect(),
+            )),
+            Request::DescribeTopic(TopicName { name }) => self
+                .topics
+                .get(&name)
+                .map(|topic| Reply::Topic(topic.describe())),
+            Request::Produce(produce) => self
+                .producers
+                .produce(&self.topics, &*self.clock, produce)
+                .await
+                .map(Reply::Produced),
+            Request::Fetch(request) => fetch::fetch(&self.topics, &self.config.limits, request)
+                .await
+                .map(Reply::Fetched),
+            Request::ListOffsets(request) => {
+                fetch::list_offsets(&self.topics, &request).map(Reply::Offset)
+            }
+            Request::CommitOffsets(commit) => offsets::commit(
+                &self.meta,
+                &self.topics,
+                &commit.group,
+                &commit.offsets,
+                self.clock.now_ms(),
+            )
+            .await
+            .map(|()| Reply::Committed),
+            Request::FetchOffsets(request) => offsets::fetch(
+                &self.meta,
+                &self.topics,
+                &request.group,
+                request.partitions.as_deref(),
+            )
+            .map(Reply::CommittedOffsets),
+            Request::NodeInfo => Ok(Reply::Node(self.info())),
+            Request::JoinGroup(_)
+            | Request::SyncGroup(_)
+            | Request::Heartbeat(_)
+            | Request::LeaveGroup(_)
+            | Request::ListGroups
+            | Request::DescribeGroup(_) => Err(WireError::new(
+                ErrorCode::Internal,
+                "consumer groups are not wired in yet",
+            )),
+        }
+    }
+
+    /// Runs retention on every partition.
+    pub fn apply_retention(&self) {
+        self.topics.apply_retention();
+    }
+
+    /// Syncs and closes every log. Called once, at shutdown.
+    pub async fn close(&self) {
+        self.topics.close_all().await;
+        if let Err(error) = self.meta.close().await {
+            tracing::error!(target: "meshgate::node", %error, "closing metadata failed");
+        }
+    }
+}
