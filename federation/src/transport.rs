@@ -1,1 +1,0 @@
-//! QUIC transport between gateways. Not built yet.
