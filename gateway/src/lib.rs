@@ -10,6 +10,7 @@
 //! - [`produce`], [`fetch`], [`offsets`]: the data path and committed
 //!   positions (as version vectors).
 //! - [`groups`]: the consumer-group coordinator.
+//! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
 //! - [`clock`]: the wall clock, passed in.
 #![deny(missing_docs)]
 
@@ -22,4 +23,6 @@ pub mod meta;
 pub mod node;
 pub mod offsets;
 pub mod produce;
+pub mod server;
+pub mod tls;
 pub mod topics;
