@@ -5,7 +5,9 @@
 //! - [`transport`]: QUIC endpoints (quinn) with mutual TLS from a cluster
 //!   CA (rustls, rcgen), built by one constructor over an abstract UDP
 //!   socket and runtime, so production passes real sockets and the
-//!   simulation passes turmoil's.
+//!   simulation passes turmoil's (`TurmoilUdpSocket` + `quinn::TokioRuntime`);
+//!   peer links that keep one authenticated connection per remote gateway
+//!   with bounded, seeded backoff, and hand incoming peers to their owner.
 //! - [`membership`]: SWIM membership (foca) with authenticated gossip,
 //!   member metadata and versioned cluster-wide broadcasts.
 #![deny(missing_docs)]

@@ -157,7 +157,8 @@ impl TransportLimits {
 /// for production and simulation.
 ///
 /// `server` makes the endpoint accept connections (peer or client-facing
-/// configuration from [`super::tls`]); without it the endpoint only dials.
+/// configuration, such as [`super::peer_server_config`]); without it the
+/// endpoint only dials.
 /// In simulation, `config` must carry a seed
 /// ([`EndpointConfig::rng_seed`], see [`derive_rng_seed`]) and `runtime`
 /// must be [`quinn::TokioRuntime`].

@@ -16,6 +16,8 @@
 //!   constructor.
 //! - `handshake`: [`connect_peer`] and [`accept_peer`], which authenticate
 //!   both ends and exchange the link hello.
+//! - `backoff` and `links`: [`PeerLinks`], one reconnecting link per peer
+//!   with bounded exponential backoff, an accept loop, states and counters.
 //! - `error`: [`TransportError`].
 //!
 //! # Names and verification
@@ -46,29 +48,28 @@
 //!     Some(server),
 //! )?;
 //! let client = peer_client_config(ca.certificate(), &cert, &limits)?;
-//! let peer = connect_peer(
-//!     &endpoint,
-//!     client,
-//!     "10.0.0.2:7423".parse().unwrap(),
-//!     &NodeName::parse("eu-west-1")?,
-//!     std::time::Duration::from_secs(10),
-//! )
-//! .await?;
+//! let rng = rand::SeedableRng::seed_from_u64(1);
+//! let (links, mut accepted) =
+//!     PeerLinks::start(node, endpoint, client, LinkConfig::default(), rng)?;
+//! links.add_peer(NodeName::parse("eu-west-1")?, "10.0.0.2:7423".parse().unwrap())?;
 //! # Ok(()) }
 //! ```
 //! Simulation is the same with [`TurmoilUdpSocket::bind`],
 //! [`quinn::TokioRuntime`] and [`seeded_endpoint_config`] passed to
 //! [`new_endpoint`].
 
+mod backoff;
 mod endpoint;
 mod error;
 mod files;
 mod handshake;
+mod links;
 mod node_name;
 mod pki;
 mod tls;
 mod turmoil;
 
+pub use backoff::BackoffConfig;
 pub use endpoint::{
     TransportLimits, bind_endpoint, derive_rng_seed, new_endpoint, seeded_endpoint_config,
 };
@@ -78,6 +79,7 @@ pub use error::{
 pub use handshake::{
     AuthenticatedPeer, HELLO_BYTES_MAX, LINK_PROTOCOL_VERSION, LinkHello, accept_peer, connect_peer,
 };
+pub use links::{LinkConfig, LinkState, LinkStats, LinkWatch, PeerLinks};
 pub use node_name::{NODE_NAME_BYTES_MAX, NodeName};
 pub use pki::{
     CA_CERT_FILE, CA_KEY_FILE, CLUSTER_SERVER_NAME, CaCertificate, ClusterCa, NODE_CERT_FILE,
