@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// This node's id, unique in the cluster (1..=63 characters of
-    /// `[A-Za-z0-9._-]`). Default: read from `<data_dir>/node-id`, made on
-    /// first start as `<region>-<8 random hex digits>`.
+    /// This node's id, unique in the cluster: a DNS label (1..=63 bytes of
+    /// `a-z`, `0-9` and `-`, not starting or ending with `-`), since it is
+    /// also the name in the node's certificate. Default: read from
+    /// `<data_dir>/node-id`, made on first start as
+    /// `<region>-<8 random hex digits>`.
     pub node_id: Option<String>,
     /// The region this node serves. Default `local`.
     pub region: String,
@@ -265,7 +267,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         RegionId::parse(&self.region).map_err(|error| invalid("region", error.to_string()))?;
         if let Some(node_id) = &self.node_id {
-            meshgate_storage::validate_name("node", node_id, 63)
+            meshgate_federation::transport::NodeName::parse(node_id)
                 .map_err(|error| invalid("node_id", error.to_string()))?;
         }
         if self.data_dir.as_os_str().is_empty() {

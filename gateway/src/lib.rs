@@ -10,7 +10,9 @@
 //! - [`produce`], [`fetch`], [`offsets`]: the data path and committed
 //!   positions (as version vectors).
 //! - [`groups`]: the consumer-group coordinator.
+//! - [`gateway`]: a running node with its listeners, started and stopped as one.
 //! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
+//! - [`http`]: admin HTTP and the web console; [`metrics`]: Prometheus.
 //! - [`clock`]: the wall clock, passed in.
 #![deny(missing_docs)]
 
@@ -18,8 +20,11 @@ pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod fetch;
+pub mod gateway;
 pub mod groups;
+pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod offsets;
 pub mod produce;

@@ -4,16 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use meshgate_protocol::{ErrorCode, NodeInfo, Reply, Request, Response, TopicName, WireError};
+use meshgate_protocol::{
+    ErrorCode, GroupDescription, GroupSummary, NodeInfo, Reply, Request, Response, TopicName,
+    WireError,
+};
 use meshgate_storage::{FileSystem, OpenMode, RegionId, StorageError, fs::write_atomically};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use meshgate_federation::transport::NodeName;
+
 use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::meta::MetaStore;
+use crate::metrics::{GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
 use crate::produce::Producers;
-use crate::topics::Topics;
+use crate::topics::{PartitionSlot, Topics};
 use crate::{fetch, offsets};
 
 /// Why a node could not start.
@@ -36,6 +42,7 @@ pub struct Node {
     meta: MetaStore,
     topics: Topics,
     producers: Producers,
+    metrics: Metrics,
     client_address: parking_lot::Mutex<String>,
 }
 
@@ -66,12 +73,25 @@ fn node_id(
                 source,
             })?;
         let id = String::from_utf8_lossy(&bytes).trim().to_string();
-        if meshgate_storage::validate_name("node", &id, 63).is_ok() {
+        if NodeName::parse(&id).is_ok() {
             return Ok(id);
         }
         tracing::warn!(target: "meshgate::node", path = %path.display(), "invalid node id file replaced");
     }
-    let id = format!("{region}-{:08x}", rng.random::<u32>());
+    // Region names allow characters node names (DNS labels) do not.
+    let stem: String = region
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(50)
+        .collect();
+    let id = format!("{}-{:08x}", stem.trim_matches('-'), rng.random::<u32>());
     write_atomically(fs, &path, format!("{id}\n").as_bytes()).map_err(|source| {
         StorageError::Io {
             op: "write",
@@ -128,6 +148,7 @@ impl Node {
             meta,
             topics,
             producers,
+            metrics: Metrics::default(),
         })
     }
 
@@ -238,6 +259,90 @@ impl Node {
                 "consumer groups are not wired in yet",
             )),
         }
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Consumer groups: those with members and those with committed offsets.
+    pub fn list_groups(&self) -> Vec<GroupSummary> {
+        offsets::groups_with_commits(&self.meta)
+            .into_iter()
+            .map(|group| GroupSummary {
+                group,
+                state: "empty".into(),
+                members: 0,
+                protocol: None,
+            })
+            .collect()
+    }
+
+    /// One consumer group with its committed offsets and lag.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, WireError> {
+        let offsets = offsets::fetch(&self.meta, &self.topics, group, None)?;
+        Ok(GroupDescription {
+            group: group.to_string(),
+            state: "empty".into(),
+            generation: 0,
+            protocol: None,
+            members: Vec::new(),
+            offsets,
+        })
+    }
+
+    /// The Prometheus text of the node's metrics and current state.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = Snapshot::default();
+        for topic in self.topics.list() {
+            for (partition, slot) in topic.slots().iter().enumerate() {
+                let labels = PartitionLabels {
+                    topic: topic.name().to_string(),
+                    partition: partition as u32,
+                };
+                match slot {
+                    PartitionSlot::Ready(log) => {
+                        let log = log.lock();
+                        snapshot
+                            .partition_bytes
+                            .get_or_create(&labels)
+                            .set(log.size_bytes() as i64);
+                        snapshot
+                            .high_watermark
+                            .get_or_create(&labels)
+                            .set(log.visible_offset().0 as i64);
+                        snapshot
+                            .start_offset
+                            .get_or_create(&labels)
+                            .set(log.start_offset().0 as i64);
+                        snapshot
+                            .partition_unavailable
+                            .get_or_create(&labels)
+                            .set(i64::from(log.failure().is_some()));
+                    }
+                    PartitionSlot::Unavailable(_) => {
+                        snapshot.partition_unavailable.get_or_create(&labels).set(1);
+                    }
+                }
+            }
+        }
+        for summary in self.list_groups() {
+            let Ok(offsets) = offsets::fetch(&self.meta, &self.topics, &summary.group, None) else {
+                continue;
+            };
+            for committed in offsets {
+                if let Some(lag) = committed.lag {
+                    let labels = GroupPartitionLabels {
+                        group: summary.group.clone(),
+                        topic: committed.topic,
+                        partition: committed.partition,
+                    };
+                    snapshot.group_lag.get_or_create(&labels).set(lag as i64);
+                }
+            }
+        }
+        self.metrics.render(snapshot)
     }
 
     /// Runs retention on every partition.

@@ -135,11 +135,12 @@ pub fn fetch(
     };
     let mut result = Vec::with_capacity(wanted.len());
     for (topic_name, partition) in wanted {
-        let Ok(topic) = topics.get(&topic_name) else {
-            if partitions.is_some() {
-                return Err(topics.get(&topic_name).err().expect("checked above"));
-            }
-            continue;
+        let topic = match topics.get(&topic_name) {
+            Ok(topic) => topic,
+            // Asked for explicitly: say the topic is unknown. Listing all:
+            // skip positions of topics deleted meanwhile.
+            Err(error) if partitions.is_some() => return Err(error),
+            Err(_) => continue,
         };
         let log = topic.partition(partition)?;
         let vector = committed_vector(meta, group, &topic_name, partition, topic.incarnation().0);

@@ -217,10 +217,10 @@ impl Producers {
         window: Option<&(u64, Arc<Mutex<ProducerWindow>>)>,
     ) -> Result<Appended, WireError> {
         let mut guard = window.map(|(sequence, window)| (*sequence, window.lock()));
-        if let Some((sequence, window)) = &guard {
-            if let SequenceCheck::Duplicate(ok) = window.check(*sequence)? {
-                return Ok(Appended::Duplicate(ok));
-            }
+        if let Some((sequence, window)) = &guard
+            && let SequenceCheck::Duplicate(ok) = window.check(*sequence)?
+        {
+            return Ok(Appended::Duplicate(ok));
         }
         let now_ms = clock.now_ms();
         let records: Vec<Record> = {

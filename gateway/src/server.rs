@@ -73,7 +73,12 @@ pub async fn serve(node: Arc<Node>, endpoint: Endpoint, shutdown: CancellationTo
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(node: Arc<Node>, incoming: Incoming, shutdown: CancellationToken, tracker: TaskTracker) {
+async fn serve_connection(
+    node: Arc<Node>,
+    incoming: Incoming,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let remote = incoming.remote_address();
     let connection: Connection = match incoming.await {
         Ok(connection) => connection,
@@ -103,7 +108,12 @@ async fn serve_connection(node: Arc<Node>, incoming: Incoming, shutdown: Cancell
     }
 }
 
-async fn serve_stream(node: Arc<Node>, state: Arc<ConnectionState>, mut send: SendStream, mut recv: RecvStream) {
+async fn serve_stream(
+    node: Arc<Node>,
+    state: Arc<ConnectionState>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     let frame_bytes_max = node.config().limits.frame_bytes_max as usize;
     let response: Response = match frame::read::<_, Request>(&mut recv, frame_bytes_max).await {
         Ok(Some(Request::Hello(hello))) => handshake(&node, &state, hello),
@@ -116,7 +126,10 @@ async fn serve_stream(node: Arc<Node>, state: Arc<ConnectionState>, mut send: Se
         },
         Ok(None) => return,
         Err(error) => {
-            if matches!(error, meshgate_protocol::ProtocolError::FrameTooLarge { .. }) {
+            if matches!(
+                error,
+                meshgate_protocol::ProtocolError::FrameTooLarge { .. }
+            ) {
                 let _ = recv.stop(VarInt::from_u32(STOP_FRAME_TOO_LARGE));
             }
             tracing::debug!(target: "meshgate::server", %error, "bad frame");
@@ -134,11 +147,17 @@ fn handshake(node: &Node, state: &ConnectionState, hello: Hello) -> Response {
     if hello.version != PROTOCOL_VERSION {
         return Err(WireError::new(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}", hello.version),
+            format!(
+                "protocol version {} is not supported; this node speaks {PROTOCOL_VERSION}",
+                hello.version
+            ),
         ));
     }
     if state.client_id.set(hello.client_id.clone()).is_err() {
-        return Err(WireError::new(ErrorCode::InvalidArgument, "hello was sent twice on this connection"));
+        return Err(WireError::new(
+            ErrorCode::InvalidArgument,
+            "hello was sent twice on this connection",
+        ));
     }
     tracing::debug!(target: "meshgate::server", client_id = %hello.client_id, "client said hello");
     Ok(Reply::Hello(HelloOk {

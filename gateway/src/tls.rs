@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use meshgate_federation::transport::{
-    CaCertificate, ClusterCa, NodeCert, NodeName, Provenance, TransportError,
+    CaCertificate, ClusterCa, NodeCert, NodeName, TransportError,
 };
 
 use crate::config::GatewayConfig;
@@ -31,10 +31,7 @@ pub fn load(config: &GatewayConfig, node_id: &str) -> Result<NodeTls, TransportE
         }
         _ => {
             let dir = config.data_dir.join("tls");
-            let (ca, provenance) = ClusterCa::load_or_generate(&dir)?;
-            if provenance == Provenance::Created {
-                tracing::info!(target: "meshgate::tls", dir = %dir.display(), "generated a development cluster CA");
-            }
+            let (ca, _) = ClusterCa::load_or_generate(&dir)?;
             let sans = vec![config.listen.ip().to_string(), "localhost".to_string()];
             let (node, _) = NodeCert::load_or_issue(&dir, &ca, &node_name, &sans)?;
             Ok(NodeTls {

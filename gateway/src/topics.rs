@@ -168,10 +168,10 @@ impl Topic {
 
     async fn close(&self) {
         for slot in &self.partitions {
-            if let PartitionSlot::Ready(log) = slot {
-                if let Err(error) = log.close().await {
-                    tracing::error!(target: "meshgate::topics", topic = self.name(), %error, "closing a partition failed");
-                }
+            if let PartitionSlot::Ready(log) = slot
+                && let Err(error) = log.close().await
+            {
+                tracing::error!(target: "meshgate::topics", topic = self.name(), %error, "closing a partition failed");
             }
         }
     }
@@ -352,12 +352,12 @@ impl Topics {
             Some(policy) => policy,
             None => Durability::parse(&self.defaults.durability).map_err(|e| bad(e.to_string()))?,
         };
-        if let Durability::IntervalMs(ms) = durability {
-            if !(1..=60_000).contains(&ms) {
-                return Err(bad(format!(
-                    "durability interval must be 1..=60000 ms, not {ms}"
-                )));
-            }
+        if let Durability::IntervalMs(ms) = durability
+            && !(1..=60_000).contains(&ms)
+        {
+            return Err(bad(format!(
+                "durability interval must be 1..=60000 ms, not {ms}"
+            )));
         }
         if settings.retention_bytes == Some(0) || settings.retention_ms == Some(0) {
             return Err(bad("retention limits must be positive".into()));

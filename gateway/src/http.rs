@@ -1,0 +1,121 @@
+//! Admin HTTP: JSON views of the node, Prometheus `/metrics`, and a small
+//! web console at `/`.
+//!
+//! | path | answer |
+//! | --- | --- |
+//! | `GET /health` | `{"status":"ok", ...}` |
+//! | `GET /node` | node id, region, version, client address |
+//! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
+//! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /` | the web console |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use meshgate_protocol::{ErrorCode, WireError};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+
+/// Serves the admin API until `shutdown` fires.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) {
+    let app = router(node);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = result {
+        tracing::error!(target: "meshgate::http", %error, "admin HTTP stopped");
+    }
+}
+
+/// The admin routes.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/health", get(health))
+        .route("/node", get(node_info))
+        .route("/topics", get(topics))
+        .route("/topics/{name}", get(topic))
+        .route("/groups", get(groups))
+        .route("/groups/{name}", get(group))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// A wire error as an HTTP answer.
+struct ApiError(WireError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            ErrorCode::UnknownTopic => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidName | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorCode::Busy | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "code": format!("{:?}", self.0.code), "message": self.0.message });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok", "node": node.node_id(), "region": node.region().as_str() }))
+}
+
+async fn node_info(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    axum::Json(node.info())
+}
+
+async fn topics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let list: Vec<_> = node
+        .topics()
+        .list()
+        .iter()
+        .map(|topic| topic.summary())
+        .collect();
+    axum::Json(list)
+}
+
+async fn topic(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let topic = node.topics().get(&name).map_err(ApiError)?;
+    Ok(axum::Json(topic.describe()))
+}
+
+async fn groups(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    axum::Json(node.list_groups())
+}
+
+async fn group(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let group = node.describe_group(&name).map_err(ApiError)?;
+    Ok(axum::Json(group))
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.render_metrics(),
+    )
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
