@@ -111,8 +111,9 @@ pub enum DropReason {
     /// Claims to come from this node's own identity or address.
     #[error("packet from ourselves")]
     FromOurselves,
-    /// Decoded, but foca refused it (see its log line for the reason).
-    #[error("refused by the SWIM state machine")]
+    /// Decoded, but refused: foca rejected it (see the debug log for why),
+    /// or it was addressed to an identity this node no longer has.
+    #[error("refused")]
     Refused,
 }
 

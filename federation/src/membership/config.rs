@@ -340,7 +340,10 @@ impl ValidConfig {
     /// then suspected for `suspect_to_down_after`. Tests use it as their
     /// deadline.
     pub fn failure_detection_bound(&self, members: u32) -> Duration {
-        self.swim.probe_period * (members.max(1) + 2) + self.swim.suspect_to_down_after
+        self.swim
+            .probe_period
+            .saturating_mul(members.max(1).saturating_add(2))
+            .saturating_add(self.swim.suspect_to_down_after)
     }
 
     /// Largest gossip datagram, in bytes.

@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::cluster_config::ConfigChange;
 use super::error::MembershipError;
@@ -143,7 +145,19 @@ impl<S: GossipSocket> MembershipDriver<S> {
 
     /// Runs until [`MembershipHandle::leave`] (or every handle is dropped,
     /// which leaves too), or until the socket fails to receive.
-    pub async fn run(mut self) -> Result<(), MembershipError> {
+    pub async fn run(self) -> Result<(), MembershipError> {
+        let identity = self.core.identity();
+        let span = tracing::info_span!(
+            target: "meshgate::federation::membership",
+            "membership",
+            node = %identity.node(),
+            region = %identity.region().as_str(),
+            gossip = %identity.addresses().gossip,
+        );
+        self.run_loop().instrument(span).await
+    }
+
+    async fn run_loop(mut self) -> Result<(), MembershipError> {
         let mut buffer = vec![0; self.core.config().packet_bytes_max() + 1];
         loop {
             self.flush().await;
@@ -155,14 +169,14 @@ impl<S: GossipSocket> MembershipDriver<S> {
                 biased;
                 command = self.commands.recv() => {
                     let Some(command) = command else {
+                        // Every handle is gone: nobody can stop this node
+                        // any more, so it leaves now rather than linger.
                         let _ = self.leave().await;
                         return Ok(());
                     };
-                    if let Command::Leave(reply) = command {
-                        let _ = reply.send(self.leave().await);
+                    if self.handle_command(command).await.is_break() {
                         return Ok(());
                     }
-                    self.handle_command(command);
                 }
                 () = sleep_until(deadline) => self.fire_due_timers(),
                 received = self.socket.recv_from(&mut buffer) => match received {
@@ -183,7 +197,8 @@ impl<S: GossipSocket> MembershipDriver<S> {
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    /// Serves one request; breaks after a leave.
+    async fn handle_command(&mut self, command: Command) -> ControlFlow<()> {
         // A requester that went away does not care about the answer.
         match command {
             Command::Members(reply) => {
@@ -204,8 +219,12 @@ impl<S: GossipSocket> MembershipDriver<S> {
             Command::SetMetadata { metadata, reply } => {
                 let _ = reply.send(self.core.set_metadata(metadata));
             }
-            Command::Leave(_) => unreachable!("handled by run"),
+            Command::Leave(reply) => {
+                let _ = reply.send(self.leave().await);
+                return ControlFlow::Break(());
+            }
         }
+        ControlFlow::Continue(())
     }
 
     async fn leave(&mut self) -> Result<(), MembershipError> {

@@ -361,6 +361,41 @@ fn partition_healed_as_soon_as_it_is_detected_still_converges() {
 }
 
 #[test]
+fn member_told_it_is_suspected_refutes_everywhere() {
+    let mut cluster = converged(3);
+    let key = ClusterKey::from_secret(&ClusterSecret::new("harness cluster secret!"));
+    let notice = super::sync::encode_suspect_notice(&identity(1, 1), 0);
+    let packet = auth::seal(&key, PacketKind::Sync, &notice);
+    let now = cluster.base + cluster.elapsed;
+    assert_eq!(
+        cluster.nodes[1]
+            .core
+            .handle_packet(now, address(0), &packet),
+        Ok(())
+    );
+    cluster.drain(1);
+    cluster.run_until(Duration::from_secs(2), |cluster| {
+        cluster.others(1).all(|observer| {
+            cluster.nodes[observer]
+                .core
+                .members()
+                .iter()
+                .any(|row| row.id == identity(1, 1) && row.swim_incarnation > 0)
+        })
+    });
+    // A notice about someone else is refused.
+    let stranger = super::sync::encode_suspect_notice(&identity(2, 1), 0);
+    let packet = auth::seal(&key, PacketKind::Sync, &stranger);
+    let now = cluster.base + cluster.elapsed;
+    assert_eq!(
+        cluster.nodes[1]
+            .core
+            .handle_packet(now, address(0), &packet),
+        Err(DropReason::Refused)
+    );
+}
+
+#[test]
 fn config_published_on_one_node_reaches_all() {
     let mut cluster = converged(5);
     let change = cluster.nodes[3]

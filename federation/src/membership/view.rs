@@ -41,7 +41,8 @@ pub struct MemberView {
     pub id: MemberId,
     /// Current state.
     pub state: MemberState,
-    /// SWIM's refutation counter for this identity.
+    /// SWIM's refutation counter for this identity; 0 on this node's own
+    /// row (foca keeps its own private).
     pub swim_incarnation: u16,
     /// When the last authentic packet from its gossip address arrived, in
     /// the caller's clock; `None` for this node and for members only heard

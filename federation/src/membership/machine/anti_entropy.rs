@@ -40,7 +40,10 @@ impl Membership {
                         BroadcastItem::decode(record, self.config.broadcast_item_bytes_max)
                             .and_then(|item| self.state.lock().merge(item));
                     match merged {
-                        Ok(Some(_)) => self.stats.sync_records_applied += 1,
+                        Ok(Some(_)) => {
+                            self.stats.sync_records_applied =
+                                self.stats.sync_records_applied.saturating_add(1);
+                        }
                         Ok(None) => {}
                         Err(_) => malformed = true,
                     }

@@ -39,7 +39,24 @@ type SwimMachine = Foca<MemberId, WireCodec, SmallRng, GossipHandler>;
 /// reached if nobody drains; beyond it events are dropped and counted.
 const EVENTS_QUEUED_MAX: usize = 4096;
 
-/// The membership of one node. See the module documentation.
+/// The membership of one node, as a sans-IO state machine.
+///
+/// Inputs: [`Membership::handle_packet`] (a datagram and when it arrived),
+/// [`Membership::handle_timer`] (a timer it asked for, once due) and the
+/// local operations ([`Membership::join`], [`Membership::publish_config`],
+/// [`Membership::set_metadata`], [`Membership::leave`]). Outputs, to drain
+/// after every input: [`Membership::poll_transmit`],
+/// [`Membership::poll_timer`], [`Membership::poll_event`]. Time enters only
+/// as the arrival time of packets; randomness only through the seed given
+/// to [`Membership::new`]. The same inputs in the same order give the same
+/// outputs.
+///
+/// Failure handling beyond foca's SWIM: a node that finds itself with no
+/// active member (it was partitioned away, or everyone else died) starts a
+/// fresh SWIM instance under a renewed identity and re-announces to its
+/// seeds with backoff, so the cluster, which has declared its old identity
+/// down, takes it back as soon as the network allows; a member that stays
+/// suspect without ever hearing of it is told directly (see `sync.rs`).
 pub struct Membership {
     swim: SwimMachine,
     /// Bumped whenever `swim` is rebuilt, so timers of an older instance are
@@ -295,14 +312,20 @@ impl Membership {
 
     /// Leaves the cluster gracefully: sends metadata marked "leaving" to
     /// every active member, then declares this identity down to a few of
-    /// them (foca gossips it on). Drain the
-    /// datagrams and send them before stopping. Idempotent.
+    /// them (foca gossips it on). Drain the datagrams and send them before
+    /// stopping. Idempotent; after it, local operations return
+    /// [`MembershipError::Left`].
     pub fn leave(&mut self) -> Result<(), MembershipError> {
         if self.leaving {
             return Ok(());
         }
         self.leaving = true;
-        self.broadcast_own_metadata()?;
+        // The metadata was accepted before and the flag does not change its
+        // size, so this cannot fail on size; leave anyway if it does.
+        if let Err(error) = self.broadcast_own_metadata() {
+            self.stats.swim_errors += 1;
+            tracing::warn!(target: "meshgate::federation::membership", %error, "leaving without the leaving record");
+        }
         // Tell every active member directly that this is a departure, ahead
         // of the "down" update foca gossips next: a member that learnt the
         // "down" first would report a failure before the departure.
