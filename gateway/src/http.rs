@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /health` | `{"status":"ok", ...}` |
 //! | `GET /node` | node id, region, version, client address |
+//! | `GET /members` | the cluster's membership as this node sees it |
 //! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
 //! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
 //! | `GET /metrics` | Prometheus text format |
@@ -48,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/topics/{name}", get(topic))
         .route("/groups", get(groups))
         .route("/groups/{name}", get(group))
+        .route("/members", get(members))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -106,13 +108,17 @@ async fn group(
     Ok(axum::Json(group))
 }
 
+async fn members(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    axum::Json(node.members().await)
+}
+
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        node.render_metrics(),
+        node.render_metrics().await,
     )
 }
 

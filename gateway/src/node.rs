@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use meshgate_protocol::{
-    ErrorCode, GroupDescription, GroupSummary, NodeInfo, Reply, Request, Response, TopicName,
-    WireError,
+    ErrorCode, GroupDescription, GroupSummary, MemberInfo, NodeInfo, Reply, Request, Response,
+    TopicName, WireError,
 };
 use meshgate_storage::{FileSystem, OpenMode, RegionId, StorageError, fs::write_atomically};
 use rand::rngs::SmallRng;
@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use meshgate_federation::transport::NodeName;
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
 use crate::meta::MetaStore;
 use crate::metrics::{GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
@@ -44,6 +45,7 @@ pub struct Node {
     producers: Producers,
     metrics: Metrics,
     client_address: parking_lot::Mutex<String>,
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -149,6 +151,7 @@ impl Node {
             topics,
             producers,
             metrics: Metrics::default(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -180,6 +183,24 @@ impl Node {
     /// The node's wall clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// Attaches the node's membership and peer links (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Membership and peer links, once started.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The membership view (just this node before the cluster started).
+    pub async fn members(&self) -> Vec<MemberInfo> {
+        match self.cluster.get() {
+            Some(cluster) => cluster.members().await,
+            None => Vec::new(),
+        }
     }
 
     /// Records the address the client listener actually bound.
@@ -249,6 +270,7 @@ impl Node {
             )
             .map(Reply::CommittedOffsets),
             Request::NodeInfo => Ok(Reply::Node(self.info())),
+            Request::Members => Ok(Reply::Members(self.members().await)),
             Request::JoinGroup(_)
             | Request::SyncGroup(_)
             | Request::Heartbeat(_)
@@ -293,8 +315,11 @@ impl Node {
     }
 
     /// The Prometheus text of the node's metrics and current state.
-    pub fn render_metrics(&self) -> String {
+    pub async fn render_metrics(&self) -> String {
         let snapshot = Snapshot::default();
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sample_metrics(&snapshot).await;
+        }
         for topic in self.topics.list() {
             for (partition, slot) in topic.slots().iter().enumerate() {
                 let labels = PartitionLabels {
