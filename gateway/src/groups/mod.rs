@@ -10,6 +10,8 @@
 //!   `CompletingRebalance`, `Stable`) and transitions.
 //! - [`assignor`]: Kafka's range and round-robin assignors, for groups whose
 //!   assignment the node computes.
+//! - [`GroupCoordinator`] (`driver.rs`): the async shell: a mutex around the
+//!   machine, a tokio timer task, one oneshot per long-lived request.
 //! - [`GroupConfig`] (`config.rs`), [`GroupError`] (`error.rs`), shared
 //!   types and views (`types.rs`).
 //!
@@ -77,6 +79,7 @@
 pub mod assignor;
 mod config;
 mod coordinator;
+mod driver;
 mod error;
 mod group;
 mod types;
@@ -87,6 +90,7 @@ pub use config::{
     PROTOCOL_NAME_BYTES_MAX, PROTOCOLS_PER_MEMBER_MAX,
 };
 pub use coordinator::Coordinator;
+pub use driver::GroupCoordinator;
 pub use error::GroupError;
 pub use types::{
     AssignmentMode, GroupDetails, GroupState, GroupStats, MemberDetails, RequestToken,
