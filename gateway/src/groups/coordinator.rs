@@ -286,16 +286,17 @@ impl Coordinator {
             }
         }
         let group = group_mut(&mut self.groups, &request.group, &request.member_id)?;
-        group.sync(
+        let result = group.sync(
             now,
             token,
             &request.member_id,
             request.generation,
             assignments,
             &mut self.outbox,
-        )?;
+        );
+        // Even a refused sync may have refreshed the member's session.
         self.reindex(&request.group);
-        Ok(())
+        result
     }
 
     /// A heartbeat: keeps the member's session alive. `RebalanceInProgress`
@@ -496,4 +497,26 @@ fn check_ms(field: &'static str, value: u32, min: u32, max: u32) -> Result<Durat
         });
     }
     Ok(Duration::from_millis(value.into()))
+}
+
+#[cfg(test)]
+impl Coordinator {
+    /// Panics if an invariant of the coordinator or of a group does not
+    /// hold: the deadline index matches the groups, every group is sound.
+    pub(crate) fn assert_invariants(&self) {
+        for (name, group) in &self.groups {
+            group.assert_invariants();
+            assert_eq!(
+                self.deadlines.get(name).copied(),
+                group.next_deadline(),
+                "{name}: indexed deadline"
+            );
+        }
+        let indexed: BTreeSet<(Instant, String)> = self
+            .deadlines
+            .iter()
+            .map(|(name, deadline)| (*deadline, name.clone()))
+            .collect();
+        assert_eq!(indexed, self.timers, "timers mirror deadlines");
+    }
 }

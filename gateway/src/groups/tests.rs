@@ -53,6 +53,7 @@ impl Harness {
     }
 
     fn collect(&mut self) {
+        self.coordinator.assert_invariants();
         while let Some((token, response)) = self.coordinator.poll_output() {
             assert!(token.0 <= self.next_token, "answer to a token never issued");
             assert!(self.answered.insert(token), "{token:?} answered twice");
@@ -131,7 +132,9 @@ impl Harness {
             generation,
             member_id: member.into(),
         };
-        self.coordinator.handle_heartbeat(self.now, request)
+        let response = self.coordinator.handle_heartbeat(self.now, request);
+        self.collect();
+        response
     }
 
     fn leave(&mut self, group: &str, member: &str) -> Response {
