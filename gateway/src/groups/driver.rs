@@ -147,14 +147,18 @@ impl GroupCoordinator {
         Ok(Self { shared })
     }
 
-    /// Runs one input against the machine and delivers what it decided.
-    fn apply<T>(&self, input: impl FnOnce(&mut Coordinator, Instant) -> T) -> T {
+    /// Runs one input against the machine and delivers what it decided;
+    /// `None` once stopped.
+    fn apply<T>(&self, input: impl FnOnce(&mut Coordinator, Instant) -> T) -> Option<T> {
         let mut state = self.shared.state.lock();
+        if state.stopped {
+            return None;
+        }
         let result = input(&mut state.machine, now());
         if state.dispatch() {
             self.shared.wake.notify_one();
         }
-        result
+        Some(result)
     }
 
     /// Submits a long-lived request: registers its waiter, then runs it.
@@ -238,18 +242,14 @@ impl GroupCoordinator {
     /// Never waits today; async so the coordinator can move behind a
     /// channel or to another node without changing callers.
     pub async fn heartbeat(&self, request: Heartbeat) -> Response {
-        if self.is_stopped() {
-            return stopped_response();
-        }
         self.apply(|machine, now| machine.handle_heartbeat(now, request))
+            .unwrap_or_else(stopped_response)
     }
 
     /// Leaves a group at once (see [`Coordinator::handle_leave`]).
     pub async fn leave(&self, request: LeaveGroup) -> Response {
-        if self.is_stopped() {
-            return stopped_response();
-        }
         self.apply(|machine, now| machine.handle_leave(now, request))
+            .unwrap_or_else(stopped_response)
     }
 
     /// Whether an offset commit may proceed (see
@@ -275,16 +275,13 @@ impl GroupCoordinator {
     /// Partition counts changed (see
     /// [`Coordinator::handle_metadata_changed`]).
     pub fn metadata_changed(&self, counts: &dyn PartitionCounts) {
-        self.apply(|machine, now| machine.handle_metadata_changed(now, counts));
+        // Nothing to refresh once stopped.
+        let _ = self.apply(|machine, now| machine.handle_metadata_changed(now, counts));
     }
 
     /// Counters and gauges for metrics.
     pub fn stats(&self) -> GroupStats {
         self.shared.state.lock().machine.stats()
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.shared.state.lock().stopped
     }
 
     /// Stops the coordinator: every waiting join and sync is answered

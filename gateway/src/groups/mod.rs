@@ -6,14 +6,18 @@
 //! - [`Coordinator`] (`coordinator.rs`): the sans-IO state machine of every
 //!   group of the node: `handle_*` inputs with the time as an argument,
 //!   `poll_output` / `poll_timeout` outputs.
-//! - `group.rs`: one group's states (`Empty`, `PreparingRebalance`,
-//!   `CompletingRebalance`, `Stable`) and transitions.
+//! - `group/`: one group's states (`Empty`, `PreparingRebalance`,
+//!   `CompletingRebalance`, `Stable`) and transitions: the join phase and
+//!   timeouts (`mod.rs`), requests of members already in (`requests.rs`).
 //! - [`assignor`]: Kafka's range and round-robin assignors, for groups whose
 //!   assignment the node computes.
 //! - [`GroupCoordinator`] (`driver.rs`): the async shell: a mutex around the
 //!   machine, a tokio timer task, one oneshot per long-lived request.
 //! - [`GroupConfig`] (`config.rs`), [`GroupError`] (`error.rs`), shared
-//!   types and views (`types.rs`).
+//!   types and views (`types.rs`), state-machine tests on a virtual clock
+//!   (`tests.rs`).
+//!
+//! Events are logged under the tracing target `meshgate::gateway::groups`.
 //!
 //! # Two ways to assign
 //! The listener a join comes through picks the [`AssignmentMode`]:

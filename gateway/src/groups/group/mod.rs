@@ -25,6 +25,9 @@ use super::assignor::{Assignment, Assignor, PartitionCounts, Subscriptions};
 use super::error::GroupError;
 use super::types::{AssignmentMode, GroupState, RequestToken};
 
+/// The tracing target of the coordinator's events.
+pub(crate) const TARGET: &str = "meshgate::gateway::groups";
+
 /// Answers and counters produced while handling an input.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
@@ -388,7 +391,11 @@ impl Group {
             );
             member.pending_join.is_some()
         });
-        out.members_dropped += (before - self.members.len()) as u64;
+        let dropped = before - self.members.len();
+        if dropped > 0 {
+            out.members_dropped += dropped as u64;
+            tracing::info!(target: TARGET, group = %self.name, dropped, "members did not rejoin in time");
+        }
         if self.members.is_empty() {
             self.become_empty(now);
             return;
@@ -440,6 +447,15 @@ impl Group {
             out.answer(token, Ok(Reply::Joined(answer)));
         }
         out.rebalances_completed += 1;
+        tracing::info!(
+            target: TARGET,
+            group = %self.name,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or_default(),
+            state = %self.state,
+            "generation formed"
+        );
     }
 
     /// Kafka's vote: among the protocols every member supports, each member
@@ -561,6 +577,7 @@ impl Group {
         let expired = before - self.members.len();
         if expired > 0 {
             out.sessions_expired += expired as u64;
+            tracing::info!(target: TARGET, group = %self.name, expired, "member sessions expired");
             self.after_removal(now, out);
         }
         if self.phase_deadline.is_some_and(|deadline| deadline <= now) {
@@ -585,6 +602,12 @@ impl Group {
             "the leader cannot have synced in this state"
         );
         out.members_dropped += (before - self.members.len()) as u64;
+        tracing::info!(
+            target: TARGET,
+            group = %self.name,
+            removed = before - self.members.len(),
+            "the leader did not assign within the rebalance timeout"
+        );
         self.after_removal(now, out);
     }
 
@@ -609,6 +632,7 @@ impl Group {
                 .is_none_or(|member| member.partitions != *partitions)
         });
         if changed {
+            tracing::info!(target: TARGET, group = %self.name, "partition counts changed; rebalancing");
             self.prepare_rebalance(now, out);
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use meshgate_protocol::{GroupSummary, Reply};
 
-use super::{Group, Outbox};
+use super::{Group, Outbox, TARGET};
 use crate::groups::error::GroupError;
 use crate::groups::types::{GroupDetails, GroupState, MemberDetails, RequestToken};
 
@@ -124,6 +124,7 @@ impl Group {
             .members
             .remove(member_id)
             .ok_or_else(|| self.unknown_member(member_id))?;
+        tracing::debug!(target: TARGET, group = %self.name, member = member_id, "member left");
         for token in [member.pending_join, member.pending_sync]
             .into_iter()
             .flatten()
@@ -148,6 +149,7 @@ impl Group {
         if let Some(id) = joiner {
             self.members.remove(&id);
             out.members_dropped += 1;
+            tracing::debug!(target: TARGET, group = %self.name, member = %id, "join cancelled; member removed");
             self.after_removal(now, out);
             return true;
         }
