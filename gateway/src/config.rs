@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use meshgate_federation::membership::MembershipConfig;
 use meshgate_federation::transport::LinkConfig;
 use meshgate_storage::{Durability, RegionId};
+
+use crate::groups::GroupConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything a gateway node is configured with.
@@ -54,6 +56,8 @@ pub struct GatewayConfig {
     pub topic_defaults: TopicDefaults,
     /// Limits on what clients may ask for.
     pub limits: Limits,
+    /// Consumer-group timing and limits.
+    pub groups: GroupConfig,
     /// How often retention runs, in milliseconds. Default 60 000; 1 000..=86 400 000.
     pub retention_check_ms: u64,
     /// How long a graceful shutdown waits for in-flight requests, in
@@ -78,6 +82,7 @@ impl Default for GatewayConfig {
             tls: TlsSettings::default(),
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
+            groups: GroupConfig::default(),
             retention_check_ms: 60_000,
             shutdown_grace_ms: 10_000,
         }
@@ -394,6 +399,9 @@ impl GatewayConfig {
         }) {
             return Err(invalid("seeds", format!("{seed:?} is not host:port")));
         }
+        self.groups
+            .validate()
+            .map_err(|error| invalid("groups", error.to_string()))?;
         self.membership
             .validate()
             .map_err(|error| invalid("membership", error.to_string()))?;

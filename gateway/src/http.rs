@@ -97,14 +97,14 @@ async fn topic(
 }
 
 async fn groups(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    axum::Json(node.list_groups())
+    axum::Json(node.list_groups().await)
 }
 
 async fn group(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let group = node.describe_group(&name).map_err(ApiError)?;
+    let group = node.describe_group(&name).await.map_err(ApiError)?;
     Ok(axum::Json(group))
 }
 
