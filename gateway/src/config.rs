@@ -8,7 +8,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use meshgate_federation::membership::MembershipConfig;
+use meshgate_federation::transport::LinkConfig;
 use meshgate_storage::{Durability, RegionId};
+
+use crate::groups::GroupConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything a gateway node is configured with.
@@ -29,6 +33,22 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Admin HTTP listener (JSON, `/metrics`). Default `127.0.0.1:7421`.
     pub http_listen: SocketAddr,
+    /// Gossip (SWIM membership) listener, UDP. Default `127.0.0.1:7422`.
+    pub gossip_listen: SocketAddr,
+    /// Peer listener for other gateways (QUIC with mutual TLS). Default
+    /// `127.0.0.1:7423`.
+    pub peer_listen: SocketAddr,
+    /// Gossip addresses (`host:port`) of gateways to join through. Default
+    /// none: the node starts a cluster of its own that others join.
+    pub seeds: Vec<String>,
+    /// Name or IP that other gateways and clients use to reach this node,
+    /// needed when it listens on a wildcard address such as `0.0.0.0`
+    /// (resolved at start). Default: the listen address's IP.
+    pub advertise_host: Option<String>,
+    /// Failure detection and gossip (SWIM); see `MembershipConfig`.
+    pub membership: MembershipConfig,
+    /// Reconnection of peer links; see `LinkConfig`.
+    pub links: LinkConfig,
     /// Certificates. Default: a development CA and node certificate made on
     /// first start in `<data_dir>/tls/`.
     pub tls: TlsSettings,
@@ -36,6 +56,8 @@ pub struct GatewayConfig {
     pub topic_defaults: TopicDefaults,
     /// Limits on what clients may ask for.
     pub limits: Limits,
+    /// Consumer-group timing and limits.
+    pub groups: GroupConfig,
     /// How often retention runs, in milliseconds. Default 60 000; 1 000..=86 400 000.
     pub retention_check_ms: u64,
     /// How long a graceful shutdown waits for in-flight requests, in
@@ -51,9 +73,16 @@ impl Default for GatewayConfig {
             data_dir: PathBuf::from("./data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7421)),
+            gossip_listen: SocketAddr::from(([127, 0, 0, 1], 7422)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 7423)),
+            seeds: Vec::new(),
+            advertise_host: None,
+            membership: MembershipConfig::default(),
+            links: LinkConfig::default(),
             tls: TlsSettings::default(),
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
+            groups: GroupConfig::default(),
             retention_check_ms: 60_000,
             shutdown_grace_ms: 10_000,
         }
@@ -180,8 +209,9 @@ pub enum ConfigError {
     },
 }
 
-/// Command-line flags that override every other layer, as (key, value).
-pub type Overrides = Vec<(&'static str, String)>;
+/// Command-line flags that override every other layer, as (key, value);
+/// build values with `config::Value::from` (strings, lists of strings).
+pub type Overrides = Vec<(&'static str, config::Value)>;
 
 /// Builds the configuration from the layers. `environment` is the process
 /// environment (passed in so tests control it); only `MESHGATE_*` variables
@@ -228,7 +258,7 @@ pub fn load(
             .source(Some(variables)),
     );
     for (key, value) in overrides {
-        builder = builder.set_override(*key, value.as_str()).map_err(layer)?;
+        builder = builder.set_override(*key, value.clone()).map_err(layer)?;
     }
     let merged = builder.build().map_err(layer)?;
     let config: GatewayConfig = merged.try_deserialize().map_err(layer)?;
@@ -360,6 +390,24 @@ impl GatewayConfig {
             86_400_000,
         )?;
         within("shutdown_grace_ms", self.shutdown_grace_ms, 0, 600_000)?;
+        if self.seeds.len() > 64 {
+            return Err(invalid("seeds", "at most 64 seeds"));
+        }
+        if let Some(seed) = self.seeds.iter().find(|s| {
+            s.rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        }) {
+            return Err(invalid("seeds", format!("{seed:?} is not host:port")));
+        }
+        self.groups
+            .validate()
+            .map_err(|error| invalid("groups", error.to_string()))?;
+        self.membership
+            .validate()
+            .map_err(|error| invalid("membership", error.to_string()))?;
+        self.links
+            .validate()
+            .map_err(|error| invalid("links", error.to_string()))?;
         Ok(())
     }
 
@@ -402,7 +450,7 @@ mod tests {
                 ("MESHGATE_LIMITS__FETCH_BYTES_MAX", "4096"),
                 ("MESHGATE_SERVER", "ignored-client-setting:1"),
             ]),
-            &vec![("data_dir", "/from/flag".to_string())],
+            &vec![("data_dir", "/from/flag".into())],
         )
         .expect("valid");
         assert_eq!(config.region, "eu-west");
@@ -436,8 +484,7 @@ mod tests {
             }
             other => panic!("expected Invalid, got {other}"),
         }
-        let error =
-            load(None, env(&[]), &vec![("region", "no spaces".to_string())]).expect_err("bad");
+        let error = load(None, env(&[]), &vec![("region", "no spaces".into())]).expect_err("bad");
         assert!(
             matches!(error, ConfigError::Invalid { key: "region", .. }),
             "{error}"

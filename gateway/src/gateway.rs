@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshgate_federation::transport::{
-    TransportError, TransportLimits, bind_endpoint, client_facing_server_config,
+    TransportError, TransportLimits, client_facing_server_config,
 };
 use meshgate_storage::{FileSystem, StdFs};
 use rand::{Rng, SeedableRng};
@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{Cluster, ClusterStart};
 use crate::config::GatewayConfig;
+use crate::net::{Network, RealNetwork};
 use crate::node::{Node, NodeError};
 use crate::{http, server, tls};
 
@@ -28,6 +30,10 @@ pub enum StartError {
     /// Certificates or the QUIC endpoint; nothing was started.
     #[error("TLS/QUIC: {0}")]
     Transport(#[from] TransportError),
+    /// Joining the federation failed (gossip socket, peer endpoint, seeds);
+    /// nothing was started.
+    #[error("federation: {0}")]
+    Cluster(String),
     /// The admin HTTP listener could not bind; nothing was started.
     #[error("admin HTTP listener {address}: {source}")]
     Http {
@@ -39,11 +45,26 @@ pub enum StartError {
     },
 }
 
+/// What a node runs on: disk, clock, sockets and a seed for every random
+/// choice. Production uses the real ones; the simulation its own.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The file system.
+    pub fs: Arc<dyn FileSystem>,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// The sockets.
+    pub network: Arc<dyn Network>,
+    /// Seeds ids, incarnations and protocol randomness.
+    pub seed: u64,
+}
+
 /// A started gateway.
 pub struct Gateway {
     node: Arc<Node>,
+    cluster: Arc<Cluster>,
     client_address: SocketAddr,
-    http_address: SocketAddr,
+    http_address: Option<SocketAddr>,
     ca_pem: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -63,66 +84,103 @@ impl Gateway {
     /// Starts a gateway on the real disk and clock.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let seed = rand::rngs::SmallRng::from_os_rng().random();
-        Gateway::start_with(config, Arc::new(StdFs), Arc::new(SystemClock), seed).await
+        let environment = Environment {
+            fs: Arc::new(StdFs),
+            clock: Arc::new(SystemClock),
+            network: Arc::new(RealNetwork),
+            seed,
+        };
+        Gateway::start_with(config, environment).await
     }
 
-    /// Starts a gateway on the given file system and clock; `seed` seeds
-    /// every random choice the node makes.
+    /// Starts a gateway in the given environment (disk, clock, sockets).
     pub async fn start_with(
         config: GatewayConfig,
-        fs: Arc<dyn FileSystem>,
-        clock: Arc<dyn Clock>,
-        seed: u64,
+        environment: Environment,
     ) -> Result<Gateway, StartError> {
-        let node = Node::open(config.clone(), fs, clock, seed)?;
+        let Environment {
+            fs,
+            clock,
+            network,
+            seed,
+        } = environment;
+        let node = Node::open(config.clone(), fs.clone(), clock, seed)?;
         let certificates = tls::load(&config, node.node_id())?;
         let limits = TransportLimits {
             bidi_streams_max: config.limits.streams_per_connection_max,
             ..TransportLimits::default()
         };
         let server_config = client_facing_server_config(&certificates.node, &limits)?;
-        let endpoint = bind_endpoint(
-            config.listen,
-            quinn::EndpointConfig::default(),
-            Some(server_config),
-        )?;
+        let endpoint = network
+            .quic_endpoint(config.listen, Some(server_config))
+            .await?;
         let client_address = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
                 addr: config.listen,
                 source,
             })?;
-        node.set_client_address(client_address.to_string());
-        let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| StartError::Http {
+        let http_listener = if network.serves_http() {
+            let listener = tokio::net::TcpListener::bind(config.http_listen)
+                .await
+                .map_err(|source| StartError::Http {
+                    address: config.http_listen,
+                    source,
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let http_address = match &http_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| StartError::Http {
                 address: config.http_listen,
                 source,
-            })?;
-        let http_address = http_listener
-            .local_addr()
-            .map_err(|source| StartError::Http {
-                address: config.http_listen,
-                source,
-            })?;
-        let node = Arc::new(node);
+            })?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
-        let tasks = vec![
+        let cluster = Cluster::start(
+            ClusterStart {
+                config: &config,
+                fs: &*fs,
+                node_id: node.node_id(),
+                region: node.region(),
+                tls: &certificates,
+                network: &*network,
+                client_address,
+                seed,
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        node.set_cluster(cluster.clone());
+        node.set_client_address(cluster.addresses().client.to_string());
+        let node = Arc::new(node);
+        let mut tasks = vec![
             tokio::spawn(server::serve(node.clone(), endpoint, shutdown.clone())),
-            tokio::spawn(http::serve(node.clone(), http_listener, shutdown.clone())),
             tokio::spawn(retention_loop(node.clone(), shutdown.clone())),
         ];
+        if let Some(listener) = http_listener {
+            tasks.push(tokio::spawn(http::serve(
+                node.clone(),
+                listener,
+                shutdown.clone(),
+            )));
+        }
         tracing::info!(
             target: "meshgate::gateway",
             node = node.node_id(),
             region = %node.region(),
             client = %client_address,
-            http = %http_address,
+            http = ?http_address,
+            gossip = %cluster.addresses().gossip,
+            peer = %cluster.addresses().peer,
             data = %config.data_dir.display(),
             "gateway started"
         );
         Ok(Gateway {
             node,
+            cluster,
             client_address,
             http_address,
             ca_pem: certificates.ca.pem().to_string(),
@@ -141,9 +199,14 @@ impl Gateway {
         self.client_address
     }
 
-    /// Where the admin HTTP listener is.
-    pub fn http_address(&self) -> SocketAddr {
+    /// Where the admin HTTP listener is (none in the simulation).
+    pub fn http_address(&self) -> Option<SocketAddr> {
         self.http_address
+    }
+
+    /// Membership and peer links.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// The cluster CA certificate (PEM) clients trust.
@@ -162,8 +225,25 @@ impl Gateway {
         self.stop().await;
     }
 
+    /// Stops at once without leaving the cluster or draining requests, as a
+    /// crash would look to the other gateways (for tests). Logs are still
+    /// closed, since a process that goes on running cannot lose its page
+    /// cache anyway.
+    pub async fn kill(self) {
+        self.cluster.abort();
+        self.shutdown.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.node.close().await;
+    }
+
     /// Stops accepting, finishes in-flight requests, syncs and closes every log.
     pub async fn stop(self) {
+        self.cluster.leave().await;
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /health` | `{"status":"ok", ...}` |
 //! | `GET /node` | node id, region, version, client address |
+//! | `GET /members` | the cluster's membership as this node sees it |
 //! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
 //! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
 //! | `GET /metrics` | Prometheus text format |
@@ -48,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/topics/{name}", get(topic))
         .route("/groups", get(groups))
         .route("/groups/{name}", get(group))
+        .route("/members", get(members))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -95,15 +97,19 @@ async fn topic(
 }
 
 async fn groups(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    axum::Json(node.list_groups())
+    axum::Json(node.list_groups().await)
 }
 
 async fn group(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let group = node.describe_group(&name).map_err(ApiError)?;
+    let group = node.describe_group(&name).await.map_err(ApiError)?;
     Ok(axum::Json(group))
+}
+
+async fn members(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    axum::Json(node.members().await)
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
@@ -112,7 +118,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        node.render_metrics(),
+        node.render_metrics().await,
     )
 }
 

@@ -13,10 +13,12 @@
 //! - [`gateway`]: a running node with its listeners, started and stopped as one.
 //! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
 //! - [`http`]: admin HTTP and the web console; [`metrics`]: Prometheus.
-//! - [`clock`]: the wall clock, passed in.
+//! - [`cluster`]: SWIM membership and QUIC peer links to other gateways.
+//! - [`net`]: the socket seam (real or simulated); [`clock`]: the wall clock.
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod errors;
 pub mod fetch;
@@ -25,6 +27,7 @@ pub mod groups;
 pub mod http;
 pub mod meta;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod offsets;
 pub mod produce;

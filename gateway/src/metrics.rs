@@ -83,6 +83,28 @@ pub struct Snapshot {
     pub group_lag: Family<GroupPartitionLabels, Gauge>,
     /// Members per group.
     pub group_members: Family<GroupLabels, Gauge>,
+    /// Gateways of the cluster by membership state.
+    pub cluster_members: Family<StateLabels, Gauge>,
+    /// Peer links by state.
+    pub peer_links: Family<StateLabels, Gauge>,
+    /// Peer link events (connects, failures, refused handshakes...).
+    pub peer_link_events: Family<EventLabels, Gauge>,
+    /// Gossip packets dropped, by reason.
+    pub gossip_dropped: Family<EventLabels, Gauge>,
+}
+
+/// Labels of a count by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The state.
+    pub state: String,
+}
+
+/// Labels of a count by event or reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The event or reason.
+    pub event: String,
 }
 
 impl Metrics {
@@ -144,10 +166,65 @@ impl Metrics {
             "Members of each consumer group",
             snapshot.group_members,
         );
+        registry.register(
+            "cluster_members",
+            "Gateways in the cluster by membership state",
+            snapshot.cluster_members,
+        );
+        registry.register(
+            "peer_links",
+            "Peer links to other gateways by state",
+            snapshot.peer_links,
+        );
+        registry.register(
+            "peer_link_events",
+            "Peer link events since start",
+            snapshot.peer_link_events,
+        );
+        registry.register(
+            "gossip_dropped_packets",
+            "Gossip packets dropped since start, by reason",
+            snapshot.gossip_dropped,
+        );
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &registry) {
             let _ = writeln!(text, "# encoding failed: {error}");
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_time_gauges_are_rendered() {
+        let snapshot = Snapshot::default();
+        let alive = StateLabels {
+            state: "alive".into(),
+        };
+        snapshot.cluster_members.get_or_create(&alive).set(5);
+        snapshot
+            .peer_links
+            .get_or_create(&StateLabels {
+                state: "connected".into(),
+            })
+            .set(4);
+        snapshot
+            .gossip_dropped
+            .get_or_create(&EventLabels {
+                event: "malformed".into(),
+            })
+            .set(2);
+        let text = Metrics::default().render(snapshot);
+        for expected in [
+            "meshgate_cluster_members{state=\"alive\"} 5",
+            "meshgate_peer_links{state=\"connected\"} 4",
+            "meshgate_gossip_dropped_packets{event=\"malformed\"} 2",
+            "meshgate_connections 0",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from {text}");
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! A gateway node: its identity, metadata, topics, producers and groups,
 //! and the dispatch of client requests to them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use meshgate_protocol::{
-    ErrorCode, GroupDescription, GroupSummary, NodeInfo, Reply, Request, Response, TopicName,
-    WireError,
+    ErrorCode, GroupDescription, GroupName, GroupSummary, MemberInfo, NodeInfo, Reply, Request,
+    Response, TopicName, WireError,
 };
 use meshgate_storage::{FileSystem, OpenMode, RegionId, StorageError, fs::write_atomically};
 use rand::rngs::SmallRng;
@@ -15,9 +16,11 @@ use rand::{Rng, SeedableRng};
 use meshgate_federation::transport::NodeName;
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
+use crate::groups::{AssignmentMode, GroupCoordinator};
 use crate::meta::MetaStore;
-use crate::metrics::{GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
+use crate::metrics::{GroupLabels, GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
 use crate::produce::Producers;
 use crate::topics::{PartitionSlot, Topics};
 use crate::{fetch, offsets};
@@ -42,8 +45,10 @@ pub struct Node {
     meta: MetaStore,
     topics: Topics,
     producers: Producers,
+    groups: GroupCoordinator,
     metrics: Metrics,
     client_address: parking_lot::Mutex<String>,
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -139,6 +144,11 @@ impl Node {
             rng.random(),
         )?;
         let producers = Producers::new(region.clone(), &config.limits);
+        // Member ids count from a random start, so ids a client kept from an
+        // earlier run are not handed out again.
+        let groups =
+            GroupCoordinator::new(config.groups.clone(), u64::from(rng.random::<u32>()) << 16)
+                .map_err(|error| NodeError::Config(error.to_string()))?;
         Ok(Node {
             client_address: parking_lot::Mutex::new(config.listen.to_string()),
             config,
@@ -148,7 +158,9 @@ impl Node {
             meta,
             topics,
             producers,
+            groups,
             metrics: Metrics::default(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -182,6 +194,24 @@ impl Node {
         &self.clock
     }
 
+    /// Attaches the node's membership and peer links (once, at start).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Membership and peer links, once started.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The membership view (just this node before the cluster started).
+    pub async fn members(&self) -> Vec<MemberInfo> {
+        match self.cluster.get() {
+            Some(cluster) => cluster.members().await,
+            None => Vec::new(),
+        }
+    }
+
     /// Records the address the client listener actually bound.
     pub fn set_client_address(&self, address: String) {
         *self.client_address.lock() = address;
@@ -204,16 +234,16 @@ impl Node {
                 ErrorCode::InvalidArgument,
                 "hello is accepted once, as the first request of a connection",
             )),
-            Request::CreateTopic(create) => self
-                .topics
-                .create(&create.name, &create.settings)
-                .await
-                .map(|topic| Reply::Topic(topic.describe())),
-            Request::DeleteTopic(TopicName { name }) => self
-                .topics
-                .delete(&name)
-                .await
-                .map(|()| Reply::TopicDeleted),
+            Request::CreateTopic(create) => {
+                let topic = self.topics.create(&create.name, &create.settings).await?;
+                self.groups.metadata_changed(&self.partition_counts());
+                Ok(Reply::Topic(topic.describe()))
+            }
+            Request::DeleteTopic(TopicName { name }) => {
+                self.topics.delete(&name).await?;
+                self.groups.metadata_changed(&self.partition_counts());
+                Ok(Reply::TopicDeleted)
+            }
             Request::ListTopics => Ok(Reply::Topics(
                 self.topics.list().iter().map(|t| t.summary()).collect(),
             )),
@@ -232,15 +262,22 @@ impl Node {
             Request::ListOffsets(request) => {
                 fetch::list_offsets(&self.topics, &request).map(Reply::Offset)
             }
-            Request::CommitOffsets(commit) => offsets::commit(
-                &self.meta,
-                &self.topics,
-                &commit.group,
-                &commit.offsets,
-                self.clock.now_ms(),
-            )
-            .await
-            .map(|()| Reply::Committed),
+            Request::CommitOffsets(commit) => {
+                let member = commit
+                    .member
+                    .as_ref()
+                    .map(|(generation, id)| (*generation, id.as_str()));
+                self.groups.check_commit(&commit.group, member).await?;
+                offsets::commit(
+                    &self.meta,
+                    &self.topics,
+                    &commit.group,
+                    &commit.offsets,
+                    self.clock.now_ms(),
+                )
+                .await
+                .map(|()| Reply::Committed)
+            }
             Request::FetchOffsets(request) => offsets::fetch(
                 &self.meta,
                 &self.topics,
@@ -249,15 +286,18 @@ impl Node {
             )
             .map(Reply::CommittedOffsets),
             Request::NodeInfo => Ok(Reply::Node(self.info())),
-            Request::JoinGroup(_)
-            | Request::SyncGroup(_)
-            | Request::Heartbeat(_)
-            | Request::LeaveGroup(_)
-            | Request::ListGroups
-            | Request::DescribeGroup(_) => Err(WireError::new(
-                ErrorCode::Internal,
-                "consumer groups are not wired in yet",
-            )),
+            Request::Members => Ok(Reply::Members(self.members().await)),
+            Request::JoinGroup(join) => {
+                let counts = self.partition_counts();
+                self.groups.join(join, AssignmentMode::Node, &counts).await
+            }
+            Request::SyncGroup(sync) => self.groups.sync(sync).await,
+            Request::Heartbeat(heartbeat) => self.groups.heartbeat(heartbeat).await,
+            Request::LeaveGroup(leave) => self.groups.leave(leave).await,
+            Request::ListGroups => Ok(Reply::Groups(self.list_groups().await)),
+            Request::DescribeGroup(GroupName { group }) => {
+                self.describe_group(&group).await.map(Reply::Group)
+            }
         }
     }
 
@@ -266,35 +306,61 @@ impl Node {
         &self.metrics
     }
 
-    /// Consumer groups: those with members and those with committed offsets.
-    pub fn list_groups(&self) -> Vec<GroupSummary> {
-        offsets::groups_with_commits(&self.meta)
-            .into_iter()
-            .map(|group| GroupSummary {
-                group,
-                state: "empty".into(),
-                members: 0,
-                protocol: None,
-            })
+    /// Partition counts of every topic, for group assignment.
+    pub fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.topics
+            .list()
+            .iter()
+            .map(|topic| (topic.name().to_string(), topic.partition_count()))
             .collect()
     }
 
-    /// One consumer group with its committed offsets and lag.
-    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, WireError> {
+    /// Consumer groups: those with members and those with committed offsets.
+    pub async fn list_groups(&self) -> Vec<GroupSummary> {
+        let mut groups: BTreeMap<String, GroupSummary> = offsets::groups_with_commits(&self.meta)
+            .into_iter()
+            .map(|group| {
+                let summary = GroupSummary {
+                    group: group.clone(),
+                    state: "empty".into(),
+                    members: 0,
+                    protocol: None,
+                };
+                (group, summary)
+            })
+            .collect();
+        for summary in self.groups.list().await {
+            groups.insert(summary.group.clone(), summary);
+        }
+        groups.into_values().collect()
+    }
+
+    /// One consumer group with its members, committed offsets and lag.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, WireError> {
         let offsets = offsets::fetch(&self.meta, &self.topics, group, None)?;
-        Ok(GroupDescription {
-            group: group.to_string(),
-            state: "empty".into(),
-            generation: 0,
-            protocol: None,
-            members: Vec::new(),
-            offsets,
-        })
+        match self.groups.describe(group).await {
+            Some(details) => Ok(details.into_wire(offsets)),
+            None if !offsets.is_empty() => Ok(GroupDescription {
+                group: group.to_string(),
+                state: "empty".into(),
+                generation: 0,
+                protocol: None,
+                members: Vec::new(),
+                offsets,
+            }),
+            None => Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                format!("group {group} is not known"),
+            )),
+        }
     }
 
     /// The Prometheus text of the node's metrics and current state.
-    pub fn render_metrics(&self) -> String {
+    pub async fn render_metrics(&self) -> String {
         let snapshot = Snapshot::default();
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sample_metrics(&snapshot).await;
+        }
         for topic in self.topics.list() {
             for (partition, slot) in topic.slots().iter().enumerate() {
                 let labels = PartitionLabels {
@@ -327,7 +393,13 @@ impl Node {
                 }
             }
         }
-        for summary in self.list_groups() {
+        for summary in self.list_groups().await {
+            snapshot
+                .group_members
+                .get_or_create(&GroupLabels {
+                    group: summary.group.clone(),
+                })
+                .set(i64::from(summary.members));
             let Ok(offsets) = offsets::fetch(&self.meta, &self.topics, &summary.group, None) else {
                 continue;
             };
@@ -352,6 +424,7 @@ impl Node {
 
     /// Syncs and closes every log. Called once, at shutdown.
     pub async fn close(&self) {
+        self.groups.shutdown();
         self.topics.close_all().await;
         if let Err(error) = self.meta.close().await {
             tracing::error!(target: "meshgate::node", %error, "closing metadata failed");

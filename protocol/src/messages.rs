@@ -56,6 +56,8 @@ pub enum Request {
     DescribeGroup(GroupName),
     /// Who this node is.
     NodeInfo,
+    /// The cluster's membership as this node sees it.
+    Members,
 }
 
 impl Request {
@@ -79,6 +81,7 @@ impl Request {
             Self::ListGroups => "list_groups",
             Self::DescribeGroup(_) => "describe_group",
             Self::NodeInfo => "node_info",
+            Self::Members => "members",
         }
     }
 }
@@ -122,6 +125,8 @@ pub enum Reply {
     Group(GroupDescription),
     /// To [`Request::NodeInfo`].
     Node(NodeInfo),
+    /// To [`Request::Members`].
+    Members(Vec<MemberInfo>),
 }
 
 /// The version handshake.
@@ -573,6 +578,29 @@ pub struct NodeInfo {
     pub version: String,
     /// Its client address.
     pub client_address: String,
+}
+
+/// A gateway of the cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its node id.
+    pub node_id: String,
+    /// Its region.
+    pub region: String,
+    /// `alive`, `suspect`, `down` or `left`.
+    pub state: String,
+    /// Its identity's incarnation (grows with each restart).
+    pub incarnation: u64,
+    /// Where clients connect (QUIC).
+    pub client_address: String,
+    /// Where other gateways connect (QUIC, mutual TLS).
+    pub peer_address: String,
+    /// Where it gossips (UDP).
+    pub gossip_address: String,
+    /// Milliseconds since a packet from it was last heard here, if ever.
+    pub last_heard_ms_ago: Option<u64>,
+    /// True for the node answering.
+    pub local: bool,
 }
 
 /// Encodes a subscription (the topics a member consumes) as the metadata of

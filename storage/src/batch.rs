@@ -12,7 +12,7 @@
 //! | 0..4 | `length`: bytes after this field |
 //! | 4..8 | CRC32C of bytes `8..4+length` |
 //! | 8 | format version (1) |
-//! | 9 | attributes (0; reserved for compression) |
+//! | 9 | attributes: 0, or [`ATTRIBUTE_GAP`] (other bits reserved) |
 //! | 10 | region name length `r` (1..=63) |
 //! | 11 | reserved (0) |
 //! | 12..16 | record count (>= 1) |
@@ -23,6 +23,11 @@
 //! | 48..56 | base origin seq |
 //! | 56..56+r | origin region name |
 //! | then | records |
+//!
+//! A gap batch ([`ATTRIBUTE_GAP`]) has no record bodies: it stands for
+//! `record count` records of its origin that this log will never hold
+//! (retention deleted them at every holder before they were mirrored here).
+//! It keeps offsets and seqs contiguous and makes the loss explicit.
 //!
 //! Each record: varint body length, then zigzag varint timestamp delta from
 //! the base timestamp, zigzag varint key length (-1: no key) and key, varint
@@ -47,6 +52,9 @@ pub const BATCH_HEADER_BYTES_MAX: usize =
 /// The largest batch the codec accepts at all, whatever the configured limit.
 pub const BATCH_BYTES_LIMIT: usize = 64 << 20;
 
+/// Attribute bit of a gap batch.
+pub const ATTRIBUTE_GAP: u8 = 0x10;
+
 const LENGTH_FIELD_BYTES: usize = 4;
 const CRC_START: usize = 8;
 
@@ -67,6 +75,8 @@ pub struct BatchHeader {
     pub origin: OriginStream,
     /// Origin seq of the first record.
     pub base_seq: OriginSeq,
+    /// A gap marker: the records are missing (see [`ATTRIBUTE_GAP`]).
+    pub gap: bool,
 }
 
 impl BatchHeader {
@@ -163,6 +173,38 @@ fn encode_record(out: &mut Vec<u8>, record: &Record, base_timestamp: Timestamp) 
     }
 }
 
+/// Appends a gap batch standing for `count` missing records of `origin`
+/// from `base_seq`, and returns its size.
+pub fn encode_gap(
+    out: &mut Vec<u8>,
+    base_offset: LocalOffset,
+    origin: &OriginStream,
+    base_seq: OriginSeq,
+    count: u32,
+    timestamp: Timestamp,
+) -> usize {
+    assert!(count > 0, "a gap covers at least one record");
+    let start = out.len();
+    let region = origin.region.as_str().as_bytes();
+    out.extend_from_slice(&[0; 8]);
+    out.push(BATCH_FORMAT_VERSION);
+    out.push(ATTRIBUTE_GAP);
+    out.push(region.len() as u8);
+    out.push(0);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&base_offset.0.to_le_bytes());
+    out.extend_from_slice(&timestamp.0.to_le_bytes());
+    out.extend_from_slice(&timestamp.0.to_le_bytes());
+    out.extend_from_slice(&origin.incarnation.0.to_le_bytes());
+    out.extend_from_slice(&base_seq.0.to_le_bytes());
+    out.extend_from_slice(region);
+    let total = out.len() - start;
+    out[start..start + 4].copy_from_slice(&((total - LENGTH_FIELD_BYTES) as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + CRC_START..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    total
+}
+
 /// The size of the batch starting at `bytes`, read from its length field, or
 /// `None` when fewer than 4 bytes are given. Checks the size against
 /// `batch_bytes_max` so a damaged length never causes a huge allocation.
@@ -201,10 +243,23 @@ pub fn parse_header(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader>
             fixed[8]
         )));
     }
+    let attributes = fixed[9];
+    if attributes & !ATTRIBUTE_GAP != 0 {
+        return Err(StorageError::invalid(format!(
+            "unknown batch attributes {attributes:#04x}"
+        )));
+    }
+    let gap = attributes & ATTRIBUTE_GAP != 0;
     let region_len = usize::from(fixed[10]);
     let region_end = BATCH_HEADER_FIXED_BYTES + region_len;
-    if region_end >= total {
-        return Err(StorageError::invalid("batch header longer than the batch"));
+    // A gap batch is exactly its header; any other holds records after it.
+    let fits = if gap {
+        region_end == total
+    } else {
+        region_end < total
+    };
+    if !fits {
+        return Err(StorageError::invalid("batch header does not fit the batch"));
     }
     let region = bytes
         .get(BATCH_HEADER_FIXED_BYTES..region_end)
@@ -218,7 +273,7 @@ pub fn parse_header(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader>
         return Err(StorageError::invalid("batch holds no records"));
     }
     // Every record takes at least 5 bytes, which bounds the count.
-    if record_count as usize > total / 5 {
+    if !gap && record_count as usize > total / 5 {
         return Err(StorageError::invalid(format!(
             "record count {record_count} cannot fit in {total} bytes"
         )));
@@ -234,6 +289,7 @@ pub fn parse_header(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader>
             incarnation: Incarnation(u64_at(fixed, 40)),
         },
         base_seq: OriginSeq(u64_at(fixed, 48)),
+        gap,
     })
 }
 
@@ -351,9 +407,31 @@ impl Batch {
         RecordIter {
             header: self.header.clone(),
             rest: self.bytes.slice(self.header.header_bytes()..),
-            index: 0,
+            // A gap batch has no records to yield.
+            index: if self.header.gap {
+                self.header.record_count
+            } else {
+                0
+            },
             failed: false,
         }
+    }
+
+    /// A gap batch standing for `count` missing records of `origin` from
+    /// `base_seq`.
+    pub fn encode_gap(
+        base_offset: LocalOffset,
+        origin: &OriginStream,
+        base_seq: OriginSeq,
+        count: u32,
+        timestamp: Timestamp,
+    ) -> Batch {
+        let mut out = Vec::with_capacity(BATCH_HEADER_BYTES_MAX);
+        encode_gap(&mut out, base_offset, origin, base_seq, count, timestamp);
+        let bytes = Bytes::from(out);
+        // Just encoded by this crate, so the header parses.
+        let header = parse_header(&bytes, BATCH_BYTES_LIMIT).expect("freshly encoded gap");
+        Batch { header, bytes }
     }
 
     /// Decodes every record, failing on the first damaged one.

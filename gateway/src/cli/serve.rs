@@ -30,25 +30,49 @@ pub(crate) struct ServeArgs {
     /// Admin HTTP listener [default: 127.0.0.1:7421].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+    /// Gossip listener, UDP [default: 127.0.0.1:7422].
+    #[arg(long, value_name = "ADDR")]
+    gossip_listen: Option<SocketAddr>,
+    /// Peer listener for other gateways, QUIC [default: 127.0.0.1:7423].
+    #[arg(long, value_name = "ADDR")]
+    peer_listen: Option<SocketAddr>,
+    /// Gossip address of a gateway to join through (repeatable).
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    seeds: Vec<String>,
+    /// Name or IP others reach this node at (needed with 0.0.0.0 listeners).
+    #[arg(long, value_name = "HOST")]
+    advertise_host: Option<String>,
 }
 
 impl ServeArgs {
     fn overrides(&self) -> Overrides {
         let mut overrides = Overrides::new();
         if let Some(dir) = &self.data_dir {
-            overrides.push(("data_dir", dir.display().to_string()));
+            overrides.push(("data_dir", dir.display().to_string().into()));
         }
         if let Some(region) = &self.region {
-            overrides.push(("region", region.clone()));
+            overrides.push(("region", region.clone().into()));
         }
         if let Some(node_id) = &self.node_id {
-            overrides.push(("node_id", node_id.clone()));
+            overrides.push(("node_id", node_id.clone().into()));
         }
         if let Some(listen) = self.listen {
-            overrides.push(("listen", listen.to_string()));
+            overrides.push(("listen", listen.to_string().into()));
         }
         if let Some(listen) = self.http_listen {
-            overrides.push(("http_listen", listen.to_string()));
+            overrides.push(("http_listen", listen.to_string().into()));
+        }
+        if let Some(listen) = self.gossip_listen {
+            overrides.push(("gossip_listen", listen.to_string().into()));
+        }
+        if let Some(listen) = self.peer_listen {
+            overrides.push(("peer_listen", listen.to_string().into()));
+        }
+        if !self.seeds.is_empty() {
+            overrides.push(("seeds", self.seeds.clone().into()));
+        }
+        if let Some(host) = &self.advertise_host {
+            overrides.push(("advertise_host", host.clone().into()));
         }
         overrides
     }
@@ -60,12 +84,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start(config)
         .await
         .context("cannot start the gateway")?;
+    let http = gateway
+        .http_address()
+        .map_or_else(|| "off".to_string(), |address| format!("http://{address}"));
+    let addresses = gateway.cluster().addresses();
     eprintln!(
-        "meshgate: node {} (region {}) serving clients on {} (QUIC), admin on http://{}",
+        "meshgate: node {} (region {}) serving clients on {} (QUIC), admin on {http}, gossip on {}, peers on {}",
         gateway.node().node_id(),
         gateway.node().region(),
         gateway.client_address(),
-        gateway.http_address(),
+        addresses.gossip,
+        addresses.peer,
     );
     let stop = gateway.shutdown_token();
     tokio::spawn(async move {

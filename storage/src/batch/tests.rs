@@ -184,3 +184,45 @@ fn varints_round_trip_at_the_edges() {
         assert_eq!(varint::take_zigzag(&mut bytes).expect("decodes"), value);
     }
 }
+
+#[test]
+fn gap_batches_round_trip_and_yield_no_records() {
+    let gap = Batch::encode_gap(
+        LocalOffset(40),
+        &origin("eu-west", 2),
+        OriginSeq(7),
+        1000,
+        Timestamp(9),
+    );
+    let mut bytes = gap.bytes().clone();
+    let parsed = Batch::split_first(&mut bytes, 1 << 20).expect("parses");
+    assert!(parsed.header().gap);
+    assert_eq!(parsed.header().record_count, 1000);
+    assert_eq!(parsed.header().next_offset(), LocalOffset(1040));
+    assert_eq!(parsed.records().count(), 0);
+    let clean = gap.bytes().to_vec();
+    for at in 0..clean.len() {
+        let mut damaged = clean.clone();
+        damaged[at] ^= 0x01;
+        let mut bytes = Bytes::from(damaged);
+        assert!(
+            Batch::split_first(&mut bytes, 1 << 20).is_err(),
+            "flip at {at}"
+        );
+    }
+}
+
+#[test]
+fn unknown_attribute_bits_are_refused() {
+    let batch = Batch::encode(
+        LocalOffset(0),
+        &origin("a", 1),
+        OriginSeq(0),
+        &[Record::from_value("x")],
+    );
+    let mut bytes = batch.bytes().to_vec();
+    bytes[9] = 0x01;
+    set_base_offset(&mut bytes, LocalOffset(0));
+    let mut bytes = Bytes::from(bytes);
+    assert!(Batch::split_first(&mut bytes, 1 << 20).is_err());
+}

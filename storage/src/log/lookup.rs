@@ -273,6 +273,40 @@ impl Log {
         Ok(Resume::At { offset, deleted })
     }
 
+    /// Where a mirror session serving a peer that holds `peer_vector` starts
+    /// reading this log: the smallest offset at or after which every record
+    /// the peer lacks lies. Origins the peer holds more of than this log are
+    /// ignored (the peer has nothing to get of them here). Also returns, per
+    /// origin, records the peer lacks that retention deleted here: the peer
+    /// gets a gap marker for them.
+    pub fn mirror_start(
+        &self,
+        peer_vector: &VersionVector,
+    ) -> Result<(LocalOffset, Vec<(OriginStream, u64, u64)>)> {
+        let mut offset = self.end_offset();
+        let mut gaps = Vec::new();
+        for (origin, held) in self.vector.iter() {
+            let peer_held = peer_vector.get(origin);
+            if peer_held >= held {
+                continue;
+            }
+            match self.locate(origin, peer_held)? {
+                SeqLocation::At(at) => offset = offset.min(at),
+                SeqLocation::Deleted => {
+                    let first_kept = self.start_vector().get(origin);
+                    gaps.push((origin.clone(), peer_held, first_kept));
+                    if first_kept < held {
+                        if let SeqLocation::At(at) = self.locate(origin, first_kept)? {
+                            offset = offset.min(at);
+                        }
+                    }
+                }
+                SeqLocation::NotHeld => unreachable!("peer_held < held was checked"),
+            }
+        }
+        Ok((offset, gaps))
+    }
+
     /// The first visible offset whose record has a timestamp at or after
     /// `timestamp`, or `None` when no visible record has.
     pub fn offset_for_timestamp(&self, timestamp: Timestamp) -> Result<Option<LocalOffset>> {

@@ -260,6 +260,15 @@ impl Log {
         let end = self.end_offset();
         let placed = if skipped == 0 {
             batch.with_base_offset(end)
+        } else if header.gap {
+            let count = header.record_count - skipped as u32;
+            Batch::encode_gap(
+                end,
+                &header.origin,
+                OriginSeq(held),
+                count,
+                header.max_timestamp,
+            )
         } else {
             let records: Vec<Record> = batch
                 .records()
@@ -273,6 +282,34 @@ impl Log {
             info,
             skipped: skipped as u32,
         })
+    }
+
+    /// Appends a gap marker: records `held..up_to_seq` of `origin` are gone
+    /// for good (retention deleted them wherever they were held before they
+    /// reached this log). Keeps the origin stream contiguous so later records
+    /// of it can follow. Returns `None` when nothing is missing.
+    pub fn append_gap(
+        &mut self,
+        origin: &OriginStream,
+        up_to_seq: u64,
+        timestamp: crate::types::Timestamp,
+        now_ms: u64,
+    ) -> Result<Option<AppendInfo>> {
+        self.check_writable()?;
+        self.check_incarnation(origin)?;
+        let held = self.vector.get(origin);
+        if up_to_seq <= held {
+            return Ok(None);
+        }
+        let count = u32::try_from(up_to_seq - held).map_err(|_| StorageError::InvalidBatch {
+            reason: format!(
+                "gap of {} records is too long for one marker",
+                up_to_seq - held
+            ),
+        })?;
+        let gap = Batch::encode_gap(self.end_offset(), origin, OriginSeq(held), count, timestamp);
+        self.append_encoded(gap.bytes(), gap.header(), now_ms)
+            .map(Some)
     }
 
     fn check_incarnation(&self, origin: &OriginStream) -> Result<()> {

@@ -649,3 +649,85 @@ fn segments_below_a_snapshot_can_be_dropped() {
     assert_eq!(log.segment_count(), 1);
     assert_eq!(read_all(&log).len(), 1);
 }
+
+#[test]
+fn gap_markers_keep_origin_streams_contiguous_and_hold_no_records() {
+    let fs = MemFs::new();
+    let mut log = open(&fs, &small_config());
+    let remote = origin("eu-west");
+    let first = Batch::encode(
+        LocalOffset(0),
+        &remote,
+        OriginSeq(0),
+        &[record(0), record(1)],
+    );
+    log.append_batch(&first, 0).expect("appends");
+    let gap = log
+        .append_gap(&remote, 10, Timestamp::from_millis(5), 0)
+        .expect("appends a gap")
+        .expect("records 2..10 are missing");
+    assert_eq!(
+        (gap.base_offset, gap.next_offset),
+        (LocalOffset(2), LocalOffset(10))
+    );
+    assert_eq!(log.vector().get(&remote), 10);
+    let after = Batch::encode(LocalOffset(0), &remote, OriginSeq(10), &[record(10)]);
+    log.append_batch(&after, 0)
+        .expect("the stream continues after the gap");
+    // A peer sending an overlapping gap only adds what is new.
+    let overlapping = Batch::encode_gap(
+        LocalOffset(0),
+        &remote,
+        OriginSeq(5),
+        8,
+        Timestamp::from_millis(5),
+    );
+    match log.append_batch(&overlapping, 0).expect("accepted") {
+        AppendOutcome::Appended { info, skipped } => {
+            assert_eq!(skipped, 6);
+            assert_eq!(info.base_seq, OriginSeq(11));
+            assert_eq!(info.next_offset, LocalOffset(13));
+        }
+        AppendOutcome::Duplicate => panic!("seqs 11 and 12 are new"),
+    }
+    sync(&mut log);
+    let stored = read_all(&log);
+    let seqs: Vec<u64> = stored.iter().map(|r| r.origin.seq.0).collect();
+    assert_eq!(seqs, vec![0, 1, 10], "gaps hold no records");
+    assert_eq!(
+        log.locate(&remote, 5).expect("locate"),
+        SeqLocation::At(LocalOffset(5))
+    );
+    drop(log);
+    fs.crash(CrashMode::LoseUnsynced);
+    let log = open(&fs, &small_config());
+    assert_eq!(log.vector().get(&remote), 13, "gaps survive recovery");
+}
+
+#[test]
+fn mirror_start_skips_what_the_peer_holds_and_reports_deleted_records() {
+    let fs = MemFs::new();
+    let config = LogConfig {
+        retention: Retention {
+            bytes_max: Some(8192),
+            age_ms_max: None,
+        },
+        ..small_config()
+    };
+    let mut expected = Vec::new();
+    let mut log = open(&fs, &config);
+    interleaved(&mut log, 120, &mut expected);
+    // A peer holding everything gets nothing.
+    let (start, gaps) = log.mirror_start(&log.vector().clone()).expect("start");
+    assert_eq!((start, gaps.len()), (log.end_offset(), 0));
+    // A peer ahead on one origin is not a problem.
+    let mut ahead = log.vector().clone();
+    ahead.add(&origin("us-east"), 1_000);
+    assert_eq!(log.mirror_start(&ahead).expect("start").0, log.end_offset());
+    log.apply_retention(0).expect("retention");
+    // A peer holding nothing lost what retention deleted, per origin.
+    let (start, gaps) = log.mirror_start(&VersionVector::new()).expect("start");
+    assert_eq!(start, log.start_offset());
+    let lost: u64 = gaps.iter().map(|(_, from, to)| to - from).sum();
+    assert_eq!(lost, log.start_offset().0);
+}

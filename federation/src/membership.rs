@@ -1,1 +1,0 @@
-//! SWIM membership (foca). Not built yet.

@@ -1,0 +1,274 @@
+//! Five real gateways on 127.0.0.1 (port 0 everywhere) in three regions:
+//! membership converges, a stopped gateway is marked down and comes back
+//! with a higher incarnation, a gateway with a certificate from another CA
+//! gets no peer link, and garbage on the gossip port changes nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use meshgate_federation::membership::MembershipConfig;
+use meshgate_federation::transport::{ClusterCa, NodeName};
+use meshgate_gateway::config::GatewayConfig;
+use meshgate_gateway::gateway::Gateway;
+use meshgate_protocol::MemberInfo;
+
+fn config(
+    dir: &Path,
+    ca_dir: &Path,
+    ca: &ClusterCa,
+    node: &str,
+    region: &str,
+    seeds: Vec<String>,
+) -> GatewayConfig {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("cert dir");
+    let name = NodeName::parse(node).expect("valid node name");
+    let cert = ca
+        .issue_node_cert(&name, &["127.0.0.1".into()])
+        .expect("issues");
+    cert.save(&certs).expect("saves");
+    let mut config = GatewayConfig {
+        node_id: Some(node.into()),
+        region: region.into(),
+        data_dir: dir.join("data"),
+        seeds,
+        membership: MembershipConfig::fast(),
+        ..GatewayConfig::default()
+    };
+    for address in [
+        &mut config.listen,
+        &mut config.http_listen,
+        &mut config.gossip_listen,
+        &mut config.peer_listen,
+    ] {
+        address.set_port(0);
+    }
+    config.tls.ca_cert = Some(ca_dir.join("ca.pem"));
+    config.tls.cert = Some(certs.join("node.pem"));
+    config.tls.key = Some(certs.join("node.key"));
+    config
+}
+
+/// Polls `condition` every 50 ms for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn state_of<'a>(members: &'a [MemberInfo], node: &str) -> Option<&'a MemberInfo> {
+    members.iter().find(|m| m.node_id == node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca_dir = root.path().join("ca");
+    let ca = ClusterCa::generate().expect("CA");
+    ca.save(&ca_dir).expect("saves CA");
+    let layout = [
+        ("use-1", "us-east"),
+        ("use-2", "us-east"),
+        ("euw-1", "eu-west"),
+        ("euw-2", "eu-west"),
+        ("aps-1", "ap-south"),
+    ];
+    let first = Gateway::start(config(
+        &root.path().join(layout[0].0),
+        &ca_dir,
+        &ca,
+        layout[0].0,
+        layout[0].1,
+        vec![],
+    ))
+    .await
+    .expect("first gateway starts");
+    let seed = first.cluster().addresses().gossip.to_string();
+    let mut gateways = vec![first];
+    for (node, region) in &layout[1..] {
+        let config = config(
+            &root.path().join(node),
+            &ca_dir,
+            &ca,
+            node,
+            region,
+            vec![seed.clone()],
+        );
+        gateways.push(Gateway::start(config).await.expect("gateway starts"));
+    }
+
+    let converged = eventually(Duration::from_secs(10), || async {
+        for gateway in &gateways {
+            let members = gateway.node().members().await;
+            if members.len() != 5 || members.iter().any(|m| m.state != "alive") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(converged, "all five see five alive members");
+    let links_up = eventually(Duration::from_secs(10), || async {
+        gateways.iter().all(|g| {
+            let (links, _) = g.cluster().link_report();
+            links.len() == 4
+                && links.iter().all(|(_, _, s)| {
+                    matches!(
+                        s,
+                        meshgate_federation::transport::LinkState::Connected { .. }
+                    )
+                })
+        })
+    })
+    .await;
+    assert!(
+        links_up,
+        "every gateway has a connected peer link to the four others"
+    );
+    let metrics = gateways[0].node().render_metrics().await;
+    assert!(
+        metrics.contains("meshgate_cluster_members{state=\"alive\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshgate_peer_links{state=\"connected\"} 4"),
+        "{metrics}"
+    );
+
+    // Garbage on a gossip port: counted and dropped, the view unchanged.
+    let target = gateways[2].cluster().addresses().gossip;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
+    for garbage in [
+        &b""[..],
+        b"\x00",
+        b"hello",
+        &[0xff; 1300],
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+    ] {
+        socket.send_to(garbage, target).expect("sends");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let members = gateways[2].node().members().await;
+    assert_eq!(members.iter().filter(|m| m.state == "alive").count(), 5);
+    let metrics = gateways[2].node().render_metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meshgate_gossip_dropped_packets") && !l.ends_with(" 0")),
+        "drops are counted: {metrics}"
+    );
+
+    // Stop euw-2 without a graceful leave: the others mark it down.
+    let victim = gateways.remove(3);
+    let victim_incarnation = state_of(&gateways[0].node().members().await, "euw-2")
+        .expect("known")
+        .incarnation;
+    victim.kill().await;
+    let down = eventually(Duration::from_secs(10), || async {
+        for gateway in &gateways {
+            let members = gateway.node().members().await;
+            if state_of(&members, "euw-2").is_none_or(|m| m.state != "down") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(down, "the four others mark euw-2 down");
+
+    // Restart it on the same data: alive again with a higher incarnation.
+    let config = config(
+        &root.path().join("euw-2"),
+        &ca_dir,
+        &ca,
+        "euw-2",
+        "eu-west",
+        vec![seed.clone()],
+    );
+    gateways.push(Gateway::start(config).await.expect("restarts"));
+    let back = eventually(Duration::from_secs(10), || async {
+        for gateway in &gateways {
+            let members = gateway.node().members().await;
+            let Some(member) = state_of(&members, "euw-2") else {
+                return false;
+            };
+            if member.state != "alive" || member.incarnation <= victim_incarnation {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        back,
+        "euw-2 is alive again everywhere with a higher incarnation"
+    );
+
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_with_a_certificate_from_another_ca_gets_no_peer_link() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (ca_dir, rogue_dir) = (root.path().join("ca"), root.path().join("rogue-ca"));
+    let ca = ClusterCa::generate().expect("CA");
+    ca.save(&ca_dir).expect("saves");
+    let rogue = ClusterCa::generate().expect("another CA");
+    rogue.save(&rogue_dir).expect("saves");
+    let honest = Gateway::start(config(
+        &root.path().join("a"),
+        &ca_dir,
+        &ca,
+        "node-a",
+        "us-east",
+        vec![],
+    ))
+    .await
+    .expect("starts");
+    let seed = honest.cluster().addresses().gossip.to_string();
+    let intruder = Gateway::start(config(
+        &root.path().join("b"),
+        &rogue_dir,
+        &rogue,
+        "node-b",
+        "eu-west",
+        vec![seed],
+    ))
+    .await
+    .expect("starts");
+    // Gossip is keyed by the cluster secret, not the CA, so they see each
+    // other; the QUIC peer link is what the CA guards.
+    let refused = eventually(Duration::from_secs(10), || async {
+        let (_, stats) = honest.cluster().link_report();
+        let (_, intruder_stats) = intruder.cluster().link_report();
+        stats.refused_handshakes + intruder_stats.refused_handshakes >= 2
+    })
+    .await;
+    assert!(
+        refused,
+        "handshakes between the two CAs are refused and counted"
+    );
+    for gateway in [&honest, &intruder] {
+        let (links, _) = gateway.cluster().link_report();
+        assert!(
+            links.iter().all(|(_, _, s)| !matches!(
+                s,
+                meshgate_federation::transport::LinkState::Connected { .. }
+            )),
+            "no link is connected: {links:?}"
+        );
+    }
+    honest.stop().await;
+    intruder.stop().await;
+}
