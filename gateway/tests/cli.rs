@@ -11,6 +11,19 @@ use std::time::Duration;
 
 const MESHGATE: &str = env!("CARGO_BIN_EXE_meshgate");
 
+/// `meshgate serve` with every listener on a free loopback port.
+const FREE_PORTS: [&str; 9] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--http-listen",
+    "127.0.0.1:0",
+    "--gossip-listen",
+    "127.0.0.1:0",
+    "--peer-listen",
+    "127.0.0.1:0",
+];
+
 /// A `meshgate serve` child, killed when dropped.
 struct Node {
     child: Child,
@@ -29,13 +42,7 @@ impl Node {
     /// Starts a node with data in `dir` and waits (bounded) for its address.
     fn start(dir: &Path) -> Node {
         let mut child = Command::new(MESHGATE)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
+            .args(FREE_PORTS)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .current_dir(dir)
@@ -50,6 +57,8 @@ impl Node {
         // Keeps draining stderr so the node never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Shown when a test fails.
+                eprintln!("serve: {line}");
                 if let Some(rest) = line.split("serving clients on ").nth(1) {
                     let address = rest.split_whitespace().next().unwrap_or_default();
                     let _ = found.send(address.to_string());
@@ -236,6 +245,43 @@ fn cli_round_trip_creates_produces_consumes_describes_and_deletes_a_topic() {
         "{listed}"
     );
 
+    // In a group: prints what exists, commits it; a second run finds nothing new.
+    let grouped = node.ok(
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "printers",
+            "--from-beginning",
+        ],
+        "",
+    );
+    assert_eq!(grouped.lines().count(), 4, "{grouped}");
+    let again = node.ok(
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "printers",
+            "--from-beginning",
+        ],
+        "",
+    );
+    assert_eq!(again, "", "committed positions are where the group resumes");
+    let groups = node.ok(&["group", "list"], "");
+    assert!(
+        groups.lines().any(|line| line.starts_with("printers")),
+        "{groups}"
+    );
+    let group = node.ok(&["group", "describe", "printers"], "");
+    assert!(group.contains("group       printers"), "{group}");
+    assert!(
+        group
+            .lines()
+            .any(|line| line.starts_with("orders") && line.contains(" 3 ")),
+        "{group}"
+    );
+
     assert!(
         node.ok(&["topic", "delete", "orders"], "")
             .contains("deleted topic orders")
@@ -274,14 +320,8 @@ fn serve_with_a_bad_config_exits_non_zero_naming_the_key() {
         std::fs::write(&path, config).expect("config written");
         let mut command = Command::new(MESHGATE);
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
+            .args(FREE_PORTS)
+            .arg("--config")
             .arg(&path)
             .arg("--data-dir")
             .arg(dir.path().join("data"))

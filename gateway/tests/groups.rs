@@ -1,8 +1,5 @@
 //! Consumer groups through the client: members joining and leaving while a
 //! producer writes, with commits after processing.
-//!
-//! Ignored until the group coordinator is wired into the node (today
-//! JoinGroup answers `Internal: not wired in yet`).
 
 mod support;
 
@@ -70,7 +67,6 @@ async fn work(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the group coordinator"]
 async fn three_members_joining_and_leaving_process_every_message_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let gateway = start(dir.path()).await;
@@ -129,7 +125,6 @@ async fn three_members_joining_and_leaving_process_every_message_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the group coordinator"]
 async fn a_new_member_resumes_where_the_group_committed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let gateway = start(dir.path()).await;

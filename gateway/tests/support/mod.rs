@@ -12,10 +12,18 @@ use meshgate_storage::Durability;
 
 /// A dev configuration on free loopback ports, data in `dir`.
 pub(crate) fn config(dir: &Path) -> GatewayConfig {
-    let mut config = GatewayConfig::default();
-    config.data_dir = dir.to_path_buf();
-    config.listen = "127.0.0.1:0".parse().expect("an address");
-    config.http_listen = "127.0.0.1:0".parse().expect("an address");
+    let mut config = GatewayConfig {
+        data_dir: dir.to_path_buf(),
+        ..GatewayConfig::default()
+    };
+    for address in [
+        &mut config.listen,
+        &mut config.http_listen,
+        &mut config.gossip_listen,
+        &mut config.peer_listen,
+    ] {
+        address.set_port(0);
+    }
     config
 }
 
