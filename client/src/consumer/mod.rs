@@ -510,8 +510,15 @@ impl Consumer {
                 Ok(())
             }
             Err(error) => {
-                // The task stopped; the next poll restarts it from the position.
+                // The task stopped; it restarts from the position, so what
+                // it buffered but was not handed out is fetched again.
                 assigned.fetcher = None;
+                let (topic, partition) = (key.0.clone(), key.1);
+                self.buffered
+                    .retain(|record| !(record.topic == topic && record.partition == partition));
+                let Some(assigned) = self.assigned.get_mut(&key) else {
+                    return Err(error);
+                };
                 let position = assigned.position;
                 assigned.position = None;
                 if let Some(offset) = position {

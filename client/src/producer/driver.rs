@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use meshgate_protocol::{Produce, ProduceOk, ProduceRecord, ProducerSequence};
+use meshgate_protocol::{ErrorCode, Produce, ProduceOk, ProduceRecord, ProducerSequence};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::ProducerConfig;
+use super::{PartitionCounts, ProducerConfig};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::record::Delivered;
@@ -72,6 +72,7 @@ struct Driver {
     flush_waiters: Vec<oneshot::Sender<()>>,
     closing: bool,
     producer_id: u64,
+    partition_counts: PartitionCounts,
 }
 
 /// Runs until the producer is dropped or closed and everything sent is
@@ -80,6 +81,7 @@ pub(super) async fn run(
     client: Client,
     config: ProducerConfig,
     producer_id: u64,
+    partition_counts: PartitionCounts,
     mut commands: mpsc::Receiver<Command>,
 ) {
     // Unbounded but bounded in practice: each lane has at most one batch
@@ -94,6 +96,7 @@ pub(super) async fn run(
         flush_waiters: Vec::new(),
         closing: false,
         producer_id,
+        partition_counts,
     };
     loop {
         let deadline = driver.next_deadline();
@@ -225,6 +228,12 @@ impl Driver {
                 // refused as a gap nor mistaken for a resend.
                 lane.producer_id = self.client.random_u64();
                 lane.next_sequence = 0;
+                if matches!(
+                    error.code(),
+                    Some(ErrorCode::UnknownTopic | ErrorCode::InvalidPartition)
+                ) {
+                    self.partition_counts.lock().remove(&*key.0);
+                }
                 tracing::debug!(target: "meshgate::client::producer", topic = %key.0, partition = key.1, %error, "batch failed");
                 for (reply, permit) in waiters {
                     let _ = reply.send(Err(error.share()));

@@ -88,6 +88,11 @@ const COMMANDS_MAX: usize = 4096;
 /// when full.
 const TOPICS_CACHED_MAX: usize = 10_000;
 
+/// Partition counts of topics, cached; the driver forgets a topic when a
+/// batch to it fails as unknown or with an invalid partition (deleted and
+/// re-created with another count).
+pub(crate) type PartitionCounts = Arc<parking_lot::Mutex<HashMap<String, u32>>>;
+
 /// The future of one sent record: where it landed, or why it failed.
 #[derive(Debug)]
 pub struct Delivery {
@@ -112,7 +117,7 @@ pub struct Producer {
     config: ProducerConfig,
     commands: mpsc::Sender<driver::Command>,
     buffer: Arc<Semaphore>,
-    partition_counts: parking_lot::Mutex<HashMap<String, u32>>,
+    partition_counts: PartitionCounts,
     producer_id: u64,
     driver: JoinHandle<()>,
 }
@@ -123,10 +128,12 @@ impl Producer {
         config.validate().map_err(ClientError::Config)?;
         let (commands, receiver) = mpsc::channel(COMMANDS_MAX);
         let producer_id = client.random_u64();
+        let partition_counts = PartitionCounts::default();
         let driver = tokio::spawn(driver::run(
             client.clone(),
             config.clone(),
             producer_id,
+            partition_counts.clone(),
             receiver,
         ));
         Ok(Producer {
@@ -134,7 +141,7 @@ impl Producer {
             client,
             config,
             commands,
-            partition_counts: parking_lot::Mutex::new(HashMap::new()),
+            partition_counts,
             producer_id,
             driver,
         })

@@ -13,7 +13,7 @@
 
 mod workloads;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -234,12 +234,22 @@ pub(crate) async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow:
         report.msgs_per_s = report.messages as f64 / report.seconds;
         report.mb_per_s = (report.messages as f64 * args.size as f64) / report.seconds / 1e6;
     }
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
     } else {
-        print_table(&report);
+        table(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("cannot write the report")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn random_suffix(client: &Client) -> u32 {
@@ -253,12 +263,12 @@ fn random_suffix(client: &Client) -> u32 {
     hash
 }
 
-fn print_table(report: &Report) {
-    println!(
-        "meshgate bench {}: topic {} ({} partitions, durability {}, acks {})",
+fn table(report: &Report) -> String {
+    let mut out = format!(
+        "meshgate bench {}: topic {} ({} partitions, durability {}, acks {})\n",
         report.bench, report.topic, report.partitions, report.durability, report.acks
     );
-    let rows: Vec<(&str, String)> = [
+    let mut rows = vec![
         ("messages", report.messages.to_string()),
         ("size", format!("{} B", report.size_bytes)),
         ("producers", report.producers.to_string()),
@@ -266,14 +276,9 @@ fn print_table(report: &Report) {
         ("seconds", format!("{:.3}", report.seconds)),
         ("msgs/s", format!("{:.0}", report.msgs_per_s)),
         ("MB/s", format!("{:.1}", report.mb_per_s)),
-    ]
-    .into_iter()
-    .collect();
-    for (name, value) in rows {
-        println!("  {name:<14} {value:>14}");
-    }
+    ];
     if let Some(rate) = report.rate_target {
-        println!("  {:<14} {:>14}", "target rate/s", rate);
+        rows.push(("target rate/s", rate.to_string()));
     }
     if let Some(latency) = &report.latency_ms {
         for (name, value) in [
@@ -282,7 +287,11 @@ fn print_table(report: &Report) {
             ("latency p99", latency.p99),
             ("latency max", latency.max),
         ] {
-            println!("  {name:<14} {:>11.2} ms", value);
+            rows.push((name, format!("{value:.2} ms")));
         }
     }
+    for (name, value) in rows {
+        out.push_str(&format!("  {name:<14} {value:>14}\n"));
+    }
+    out
 }
