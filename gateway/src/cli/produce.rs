@@ -97,10 +97,10 @@ pub(crate) async fn run(connect: &ConnectArgs, args: ProduceArgs) -> anyhow::Res
             });
             while let Some(line) = receiver.recv().await {
                 let line = line.context("cannot read stdin")?;
-                if pending.len() >= PENDING_MAX {
-                    if let Some(delivery) = pending.pop_front() {
-                        report(&args, delivery).await?;
-                    }
+                if pending.len() >= PENDING_MAX
+                    && let Some(delivery) = pending.pop_front()
+                {
+                    report(&args, delivery).await?;
                 }
                 pending.push_back(send(&producer, &args, line).await?);
             }

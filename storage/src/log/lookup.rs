@@ -21,6 +21,10 @@ pub struct ReadPlan {
     batch_bytes_max: usize,
 }
 
+/// Records of one origin a peer lacks that retention deleted here: the
+/// origin, the first seq the peer lacks, and the first seq still held.
+pub type MirrorGap = (OriginStream, u64, u64);
+
 /// Whole batches read from a log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadChunk {
@@ -282,7 +286,7 @@ impl Log {
     pub fn mirror_start(
         &self,
         peer_vector: &VersionVector,
-    ) -> Result<(LocalOffset, Vec<(OriginStream, u64, u64)>)> {
+    ) -> Result<(LocalOffset, Vec<MirrorGap>)> {
         let mut offset = self.end_offset();
         let mut gaps = Vec::new();
         for (origin, held) in self.vector.iter() {
@@ -295,10 +299,10 @@ impl Log {
                 SeqLocation::Deleted => {
                     let first_kept = self.start_vector().get(origin);
                     gaps.push((origin.clone(), peer_held, first_kept));
-                    if first_kept < held {
-                        if let SeqLocation::At(at) = self.locate(origin, first_kept)? {
-                            offset = offset.min(at);
-                        }
+                    if first_kept < held
+                        && let SeqLocation::At(at) = self.locate(origin, first_kept)?
+                    {
+                        offset = offset.min(at);
                     }
                 }
                 SeqLocation::NotHeld => unreachable!("peer_held < held was checked"),
