@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterStart};
 use crate::config::GatewayConfig;
+use crate::mirror::Mirror;
 use crate::net::{Network, RealNetwork};
 use crate::node::{Node, NodeError};
 use crate::{http, server, tls};
@@ -156,6 +157,8 @@ impl Gateway {
         node.set_cluster(cluster.clone());
         node.set_client_address(cluster.addresses().client.to_string());
         let node = Arc::new(node);
+        let mirror = Mirror::start(&node, cluster.clone(), shutdown.clone());
+        node.set_mirror(mirror);
         let mut tasks = vec![
             tokio::spawn(server::serve(node.clone(), endpoint, shutdown.clone())),
             tokio::spawn(retention_loop(node.clone(), shutdown.clone())),

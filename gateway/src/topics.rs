@@ -377,6 +377,17 @@ impl Topics {
         name: &str,
         settings: &TopicSettings,
     ) -> Result<Arc<Topic>, WireError> {
+        self.create_with(name, settings, None).await
+    }
+
+    /// Creates a topic with a given incarnation (a mirrored topic defined
+    /// by another region), or a fresh one when `None`.
+    pub async fn create_with(
+        &self,
+        name: &str,
+        settings: &TopicSettings,
+        incarnation: Option<u64>,
+    ) -> Result<Arc<Topic>, WireError> {
         check_topic_name(name)?;
         let settings = self.effective_settings(settings)?;
         let _change = self.changes.lock().await;
@@ -397,7 +408,7 @@ impl Topics {
         }
         let record = TopicRecord {
             name: name.to_string(),
-            incarnation: self.rng.lock().random(),
+            incarnation: incarnation.unwrap_or_else(|| self.rng.lock().random()),
             settings,
             created_ms: self.clock.now_ms(),
         };

@@ -101,6 +101,18 @@ impl ReadPlan {
     }
 }
 
+/// Records of an origin that a peer lacks and this log no longer holds:
+/// seqs `from_seq..to_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingRange {
+    /// The origin.
+    pub origin: OriginStream,
+    /// First missing seq.
+    pub from_seq: u64,
+    /// Seq after the last missing one.
+    pub to_seq: u64,
+}
+
 /// Where record `seq` of an origin is in this log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqLocation {
@@ -282,7 +294,7 @@ impl Log {
     pub fn mirror_start(
         &self,
         peer_vector: &VersionVector,
-    ) -> Result<(LocalOffset, Vec<(OriginStream, u64, u64)>)> {
+    ) -> Result<(LocalOffset, Vec<MissingRange>)> {
         let mut offset = self.end_offset();
         let mut gaps = Vec::new();
         for (origin, held) in self.vector.iter() {
@@ -294,11 +306,15 @@ impl Log {
                 SeqLocation::At(at) => offset = offset.min(at),
                 SeqLocation::Deleted => {
                     let first_kept = self.start_vector().get(origin);
-                    gaps.push((origin.clone(), peer_held, first_kept));
-                    if first_kept < held {
-                        if let SeqLocation::At(at) = self.locate(origin, first_kept)? {
-                            offset = offset.min(at);
-                        }
+                    gaps.push(MissingRange {
+                        origin: origin.clone(),
+                        from_seq: peer_held,
+                        to_seq: first_kept,
+                    });
+                    if first_kept < held
+                        && let SeqLocation::At(at) = self.locate(origin, first_kept)?
+                    {
+                        offset = offset.min(at);
                     }
                 }
                 SeqLocation::NotHeld => unreachable!("peer_held < held was checked"),
