@@ -203,18 +203,18 @@ impl Mirror {
                 Ok(Some((topic.incarnation().0, topic.partition_count())))
             }
             (Some(topic), Some(definition)) => {
-                if topic.incarnation().0 != definition.incarnation {
-                    return Err(format!(
-                        "topic {name} here is incarnation {:016x} but the cluster defines {:016x}; delete one of them",
-                        topic.incarnation().0,
-                        definition.incarnation
-                    ));
-                }
                 if topic.partition_count() != definition.settings.partitions {
                     return Err(format!(
                         "topic {name} has {} partitions here and {} where it was defined; mirrored topics need the same count",
                         topic.partition_count(),
                         definition.settings.partitions
+                    ));
+                }
+                if topic.incarnation().0 != definition.incarnation {
+                    return Err(format!(
+                        "topic {name} here is incarnation {:016x} but the cluster defines {:016x}; delete one of them",
+                        topic.incarnation().0,
+                        definition.incarnation
                     ));
                 }
                 Ok(Some((topic.incarnation().0, topic.partition_count())))
