@@ -276,11 +276,13 @@ impl Topics {
     }
 
     fn log_config(&self, settings: &TopicSettings) -> LogConfig {
+        let segment_bytes_max = settings
+            .segment_bytes
+            .unwrap_or(self.defaults.segment_bytes);
         LogConfig {
-            segment_bytes_max: settings
-                .segment_bytes
-                .unwrap_or(self.defaults.segment_bytes),
-            batch_bytes_max: self.limits.frame_bytes_max,
+            segment_bytes_max,
+            // A batch must fit a segment; small segments take small batches.
+            batch_bytes_max: u64::from(self.limits.frame_bytes_max).min(segment_bytes_max) as u32,
             durability: settings.durability.unwrap_or_default(),
             retention: Retention {
                 bytes_max: settings.retention_bytes,
@@ -414,6 +416,19 @@ impl Topics {
         };
         let dir = topic_dir(&self.root, name, record.incarnation);
         let topic = Arc::new(self.open_partitions(record.clone(), &dir));
+        if let Some(PartitionSlot::Unavailable(reason)) = topic
+            .partitions
+            .iter()
+            .find(|slot| matches!(slot, PartitionSlot::Unavailable(_)))
+        {
+            let error = WireError::new(
+                ErrorCode::Internal,
+                format!("cannot create the partitions of {name}: {reason}"),
+            );
+            topic.close().await;
+            let _ = self.fs.remove_dir_all(&dir);
+            return Err(error);
+        }
         let encoded = rmp_serde::to_vec_named(&record)
             .map_err(|error| WireError::new(ErrorCode::Internal, error))?;
         if let Err(error) = self

@@ -787,3 +787,75 @@ async fn bad_pull_requests_are_refused_with_typed_errors() {
         gateway.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_before_a_region_got_them_arrive_as_an_explicit_gap() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(root.path());
+    let a = Gateway::start(ca.config(root.path(), "use-1", "us-east", vec![]))
+        .await
+        .expect("starts");
+    call(
+        &a,
+        Request::CreateTopic(meshgate_protocol::CreateTopic {
+            name: "logs".into(),
+            settings: meshgate_protocol::TopicSettings {
+                partitions: 1,
+                retention_bytes: Some(8 << 10),
+                segment_bytes: Some(4 << 10),
+                ..Default::default()
+            },
+        }),
+    )
+    .await;
+    add_rule(&a, rule("logs", "logs", &["us-east", "eu-west"], "")).await;
+    let all: Vec<String> = (0..300)
+        .map(|i| format!("line-{i:04}-{}", "x".repeat(60)))
+        .collect();
+    produce(&a, "logs", 0, &all).await;
+    a.node().apply_retention();
+    let kept = records(&a, "logs", 0);
+    let deleted = 300 - kept.len();
+    assert!(deleted > 100, "retention deleted old segments: {deleted}");
+
+    let seed = a.cluster().addresses().gossip.to_string();
+    let b = Gateway::start(ca.config(root.path(), "euw-1", "eu-west", vec![seed]))
+        .await
+        .expect("starts");
+    let caught_up = eventually(Duration::from_secs(15), || async {
+        records(&b, "logs", 0).len() == kept.len()
+    })
+    .await;
+    assert!(caught_up, "eu-west gets everything still retained");
+    let got: Vec<_> = records(&b, "logs", 0)
+        .into_iter()
+        .map(|r| (r.origin.seq, r.record.value))
+        .collect();
+    let expected: Vec<_> = kept
+        .iter()
+        .map(|r| (r.origin.seq, r.record.value.clone()))
+        .collect();
+    assert_eq!(got, expected, "same records, same origin seqs");
+    let topic = b.node().topics().get("logs").expect("mirrored");
+    let log = topic.partition(0).expect("partition");
+    let origin = meshgate_storage::OriginStream {
+        region: meshgate_storage::RegionId::parse("us-east").expect("valid"),
+        incarnation: topic.incarnation(),
+    };
+    assert_eq!(
+        log.lock().vector().get(&origin),
+        300,
+        "the gap keeps the origin stream contiguous"
+    );
+    let Reply::MirrorStatus(status) = call(&b, Request::MirrorStatus).await else {
+        panic!("status")
+    };
+    assert_eq!(status[0].gap_records, deleted as u64, "{status:?}");
+    let metrics = b.node().render_metrics().await;
+    assert!(
+        metrics.contains(&format!("meshgate_mirror_gap_records{{topic=\"logs\",partition=\"0\",source=\"us-east\"}} {deleted}")),
+        "{metrics}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

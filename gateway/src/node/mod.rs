@@ -23,7 +23,10 @@ use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
 use crate::groups::GroupCoordinator;
 use crate::meta::MetaStore;
-use crate::metrics::{GroupLabels, GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
+use crate::metrics::{
+    GroupLabels, GroupPartitionLabels, LinkLabels, Metrics, MirrorLabels, PartitionLabels,
+    Snapshot, StateLabels,
+};
 use crate::mirror::Mirror;
 use crate::offsets;
 use crate::produce::Producers;
@@ -305,6 +308,48 @@ impl Node {
         let snapshot = Snapshot::default();
         if let Some(cluster) = self.cluster.get() {
             cluster.sample_metrics(&snapshot).await;
+        }
+        if let Some(mirror) = self.mirror.get() {
+            for link in mirror.status().await {
+                snapshot
+                    .mirror_links
+                    .get_or_create(&StateLabels {
+                        state: link.state.clone(),
+                    })
+                    .inc();
+                if link.state == "conflict" {
+                    continue;
+                }
+                let labels = LinkLabels {
+                    topic: link.topic.clone(),
+                    partition: link.partition,
+                    source: link.source_region.clone(),
+                };
+                snapshot
+                    .mirror_pulled_records
+                    .get_or_create(&labels)
+                    .set(link.records_pulled as i64);
+                snapshot
+                    .mirror_gap_records
+                    .get_or_create(&labels)
+                    .set(link.gap_records as i64);
+                for origin in link.origins {
+                    let labels = MirrorLabels {
+                        topic: link.topic.clone(),
+                        partition: link.partition,
+                        source: link.source_region.clone(),
+                        origin: origin.origin,
+                    };
+                    snapshot
+                        .mirror_lag_records
+                        .get_or_create(&labels)
+                        .set(origin.lag_records.unwrap_or(0) as i64);
+                    snapshot
+                        .mirror_lag_ms
+                        .get_or_create(&labels)
+                        .set(origin.lag_ms as i64);
+                }
+            }
         }
         for topic in self.topics.list() {
             for (partition, slot) in topic.slots().iter().enumerate() {
