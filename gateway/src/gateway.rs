@@ -58,6 +58,9 @@ pub struct Environment {
     pub network: Arc<dyn Network>,
     /// Seeds ids, incarnations and protocol randomness.
     pub seed: u64,
+    /// Certificates to use instead of the configured files or development
+    /// ones (the simulation makes them in memory).
+    pub certificates: Option<tls::NodeTls>,
 }
 
 /// A started gateway.
@@ -90,6 +93,7 @@ impl Gateway {
             clock: Arc::new(SystemClock),
             network: Arc::new(RealNetwork),
             seed,
+            certificates: None,
         };
         Gateway::start_with(config, environment).await
     }
@@ -104,9 +108,13 @@ impl Gateway {
             clock,
             network,
             seed,
+            certificates,
         } = environment;
         let node = Node::open(config.clone(), fs.clone(), clock, seed)?;
-        let certificates = tls::load(&config, node.node_id())?;
+        let certificates = match certificates {
+            Some(certificates) => certificates,
+            None => tls::load(&config, node.node_id())?,
+        };
         let limits = TransportLimits {
             bidi_streams_max: config.limits.streams_per_connection_max,
             ..TransportLimits::default()
