@@ -10,7 +10,10 @@
 //!   with bounded, seeded backoff, and hand incoming peers to their owner.
 //! - [`membership`]: SWIM membership (foca) with authenticated gossip,
 //!   member metadata and versioned cluster-wide broadcasts.
+//! - [`mirror`]: mirroring rules and the pull protocol between gateways
+//!   (see `mirror/design.md` for the semantics).
 #![deny(missing_docs)]
 
 pub mod membership;
+pub mod mirror;
 pub mod transport;

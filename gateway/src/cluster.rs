@@ -366,11 +366,7 @@ fn member_info(view: &MemberView, now: std::time::Instant) -> MemberInfo {
 async fn maintain_links(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let mut events = cluster.membership.subscribe();
     // Members known before the subscription started.
-    if let Ok(views) = cluster.membership.members().await {
-        for view in views.iter().filter(|v| !v.local && v.state.is_active()) {
-            add_link(&cluster, &view.id);
-        }
-    }
+    add_links_of_live_members(&cluster).await;
     loop {
         let event = tokio::select! {
             biased;
@@ -381,21 +377,54 @@ async fn maintain_links(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             Ok(MembershipEvent::MemberUp(id)) => add_link(&cluster, &id),
             Ok(MembershipEvent::MemberRenamed { current, .. }) => add_link(&cluster, &current),
             Ok(MembershipEvent::MemberDown(id) | MembershipEvent::MemberLeft(id)) => {
-                if let Ok(name) = NodeName::parse(id.node().as_str()) {
-                    cluster.links.remove_peer(&name);
-                }
+                remove_link(&cluster, &id);
             }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(target: "meshgate::cluster", missed, "membership events missed; resyncing links");
-                if let Ok(views) = cluster.membership.members().await {
-                    for view in views.iter().filter(|v| !v.local && v.state.is_active()) {
-                        add_link(&cluster, &view.id);
-                    }
-                }
+                add_links_of_live_members(&cluster).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Adds a link per live member; a node known under several identities
+/// (restarted on new addresses) is linked at its newest.
+async fn add_links_of_live_members(cluster: &Cluster) {
+    let Ok(views) = cluster.membership.members().await else {
+        return;
+    };
+    let mut newest: std::collections::BTreeMap<String, &MemberView> =
+        std::collections::BTreeMap::new();
+    for view in views.iter().filter(|v| !v.local && v.state.is_active()) {
+        let node = view.id.node().as_str().to_string();
+        match newest.get(&node) {
+            Some(current) if current.id.incarnation() >= view.id.incarnation() => {}
+            _ => {
+                newest.insert(node, view);
+            }
+        }
+    }
+    for view in newest.values() {
+        add_link(cluster, &view.id);
+    }
+}
+
+/// Removes the link to a member that went down, unless the link already
+/// points at a newer identity of the same node (a restart on new
+/// addresses: the old identity is declared down after the new one is up).
+fn remove_link(cluster: &Cluster, id: &MemberId) {
+    let Ok(name) = NodeName::parse(id.node().as_str()) else {
+        return;
+    };
+    let same_address = cluster
+        .links
+        .states()
+        .iter()
+        .any(|(node, address, _)| *node == name && *address == id.addresses().peer);
+    if same_address {
+        cluster.links.remove_peer(&name);
     }
 }
 
@@ -408,8 +437,17 @@ fn add_link(cluster: &Cluster, id: &MemberId) {
         return;
     };
     let peer = id.addresses().peer;
-    if cluster.links.state(&name).is_some() {
-        cluster.links.remove_peer(&name);
+    let existing = cluster
+        .links
+        .states()
+        .into_iter()
+        .find(|(node, _, _)| *node == name);
+    match existing {
+        Some((_, address, _)) if address == peer => return,
+        Some(_) => {
+            cluster.links.remove_peer(&name);
+        }
+        None => {}
     }
     if let Err(error) = cluster.links.add_peer(name, peer) {
         tracing::warn!(target: "meshgate::cluster", %error, "cannot add a peer link");

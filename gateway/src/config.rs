@@ -13,6 +13,7 @@ use meshgate_federation::transport::LinkConfig;
 use meshgate_storage::{Durability, RegionId};
 
 use crate::groups::GroupConfig;
+use crate::mirror::MirrorConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything a gateway node is configured with.
@@ -58,6 +59,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Consumer-group timing and limits.
     pub groups: GroupConfig,
+    /// Cross-region mirroring.
+    pub mirror: MirrorConfig,
     /// How often retention runs, in milliseconds. Default 60 000; 1 000..=86 400 000.
     pub retention_check_ms: u64,
     /// How long a graceful shutdown waits for in-flight requests, in
@@ -83,6 +86,7 @@ impl Default for GatewayConfig {
             topic_defaults: TopicDefaults::default(),
             limits: Limits::default(),
             groups: GroupConfig::default(),
+            mirror: MirrorConfig::default(),
             retention_check_ms: 60_000,
             shutdown_grace_ms: 10_000,
         }
@@ -399,6 +403,9 @@ impl GatewayConfig {
         }) {
             return Err(invalid("seeds", format!("{seed:?} is not host:port")));
         }
+        self.mirror
+            .validate()
+            .map_err(|problem| invalid("mirror", problem))?;
         self.groups
             .validate()
             .map_err(|error| invalid("groups", error.to_string()))?;

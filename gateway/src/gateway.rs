@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{Cluster, ClusterStart};
 use crate::config::GatewayConfig;
+use crate::mirror::Mirror;
 use crate::net::{Network, RealNetwork};
 use crate::node::{Node, NodeError};
 use crate::{http, server, tls};
@@ -57,6 +58,9 @@ pub struct Environment {
     pub network: Arc<dyn Network>,
     /// Seeds ids, incarnations and protocol randomness.
     pub seed: u64,
+    /// Certificates to use instead of the configured files or development
+    /// ones (the simulation makes them in memory).
+    pub certificates: Option<tls::NodeTls>,
 }
 
 /// A started gateway.
@@ -89,6 +93,7 @@ impl Gateway {
             clock: Arc::new(SystemClock),
             network: Arc::new(RealNetwork),
             seed,
+            certificates: None,
         };
         Gateway::start_with(config, environment).await
     }
@@ -103,9 +108,13 @@ impl Gateway {
             clock,
             network,
             seed,
+            certificates,
         } = environment;
         let node = Node::open(config.clone(), fs.clone(), clock, seed)?;
-        let certificates = tls::load(&config, node.node_id())?;
+        let certificates = match certificates {
+            Some(certificates) => certificates,
+            None => tls::load(&config, node.node_id())?,
+        };
         let limits = TransportLimits {
             bidi_streams_max: config.limits.streams_per_connection_max,
             ..TransportLimits::default()
@@ -156,6 +165,8 @@ impl Gateway {
         node.set_cluster(cluster.clone());
         node.set_client_address(cluster.addresses().client.to_string());
         let node = Arc::new(node);
+        let mirror = Mirror::start(&node, cluster.clone(), shutdown.clone());
+        node.set_mirror(mirror);
         let mut tasks = vec![
             tokio::spawn(server::serve(node.clone(), endpoint, shutdown.clone())),
             tokio::spawn(retention_loop(node.clone(), shutdown.clone())),

@@ -6,6 +6,8 @@
 //! | `GET /health` | `{"status":"ok", ...}` |
 //! | `GET /node` | node id, region, version, client address |
 //! | `GET /members` | the cluster's membership as this node sees it |
+//! | `GET /mirror/rules`, `POST /mirror/rules`, `DELETE /mirror/rules/{name}` | mirroring rules (JSON `MirrorRuleSpec`) |
+//! | `GET /mirror/status` | pull links with state and lag |
 //! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
 //! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
 //! | `GET /metrics` | Prometheus text format |
@@ -50,6 +52,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/groups", get(groups))
         .route("/groups/{name}", get(group))
         .route("/members", get(members))
+        .route("/mirror/rules", get(mirror_rules).post(add_mirror_rule))
+        .route(
+            "/mirror/rules/{name}",
+            axum::routing::delete(remove_mirror_rule),
+        )
+        .route("/mirror/status", get(mirror_status))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -110,6 +118,44 @@ async fn group(
 
 async fn members(State(node): State<Arc<Node>>) -> impl IntoResponse {
     axum::Json(node.members().await)
+}
+
+fn mirror(node: &Node) -> Result<&Arc<crate::mirror::Mirror>, ApiError> {
+    node.mirror().ok_or_else(|| {
+        ApiError(WireError::new(
+            ErrorCode::ShuttingDown,
+            "mirroring is not running",
+        ))
+    })
+}
+
+async fn mirror_rules(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
+    let rules: Vec<_> = mirror(&node)?
+        .rules()
+        .iter()
+        .map(crate::mirror::spec_from_rule)
+        .collect();
+    Ok(axum::Json(rules))
+}
+
+async fn add_mirror_rule(
+    State(node): State<Arc<Node>>,
+    axum::Json(spec): axum::Json<meshgate_protocol::MirrorRuleSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rules = mirror(&node)?.add_rule(&spec).await.map_err(ApiError)?;
+    Ok(axum::Json(rules))
+}
+
+async fn remove_mirror_rule(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rules = mirror(&node)?.remove_rule(&name).await.map_err(ApiError)?;
+    Ok(axum::Json(rules))
+}
+
+async fn mirror_status(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(mirror(&node)?.status().await))
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -10,6 +10,7 @@
 //! - [`produce`], [`fetch`], [`offsets`]: the data path and committed
 //!   positions (as version vectors).
 //! - [`groups`]: the consumer-group coordinator.
+//! - [`mirror`]: cross-region mirroring, commit forwarding, group leases.
 //! - [`gateway`]: a running node with its listeners, started and stopped as one.
 //! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
 //! - [`http`]: admin HTTP and the web console; [`metrics`]: Prometheus.
@@ -27,6 +28,7 @@ pub mod groups;
 pub mod http;
 pub mod meta;
 pub mod metrics;
+pub mod mirror;
 pub mod net;
 pub mod node;
 pub mod offsets;

@@ -85,12 +85,47 @@ pub struct Snapshot {
     pub group_members: Family<GroupLabels, Gauge>,
     /// Gateways of the cluster by membership state.
     pub cluster_members: Family<StateLabels, Gauge>,
+    /// Records behind an origin's head, per pull link.
+    pub mirror_lag_records: Family<MirrorLabels, Gauge>,
+    /// Milliseconds behind an origin's head, per pull link.
+    pub mirror_lag_ms: Family<MirrorLabels, Gauge>,
+    /// Records pulled per link since start.
+    pub mirror_pulled_records: Family<LinkLabels, Gauge>,
+    /// Records never received because retention deleted them first (gap
+    /// markers), per link.
+    pub mirror_gap_records: Family<LinkLabels, Gauge>,
+    /// Pull links by state.
+    pub mirror_links: Family<StateLabels, Gauge>,
     /// Peer links by state.
     pub peer_links: Family<StateLabels, Gauge>,
     /// Peer link events (connects, failures, refused handshakes...).
     pub peer_link_events: Family<EventLabels, Gauge>,
     /// Gossip packets dropped, by reason.
     pub gossip_dropped: Family<EventLabels, Gauge>,
+}
+
+/// Labels of a pull link.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The region pulled from.
+    pub source: String,
+}
+
+/// Labels of a pull link and origin.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The region pulled from.
+    pub source: String,
+    /// The origin region of the records.
+    pub origin: String,
 }
 
 /// Labels of a count by state.
@@ -171,6 +206,27 @@ impl Metrics {
             "Gateways in the cluster by membership state",
             snapshot.cluster_members,
         );
+        registry.register(
+            "mirror_lag_records",
+            "Records this region is behind an origin's head, per pull link",
+            snapshot.mirror_lag_records,
+        );
+        registry.register(
+            "mirror_lag_ms",
+            "Milliseconds this region has been behind an origin's head, per pull link",
+            snapshot.mirror_lag_ms,
+        );
+        registry.register(
+            "mirror_pulled_records",
+            "Records pulled per link since start",
+            snapshot.mirror_pulled_records,
+        );
+        registry.register(
+            "mirror_gap_records",
+            "Records never received because retention deleted them first",
+            snapshot.mirror_gap_records,
+        );
+        registry.register("mirror_links", "Pull links by state", snapshot.mirror_links);
         registry.register(
             "peer_links",
             "Peer links to other gateways by state",

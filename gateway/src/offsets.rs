@@ -111,6 +111,36 @@ pub async fn commit(
     meta.apply(changes).await.map_err(storage_error)
 }
 
+/// Merges a position committed elsewhere (forwarded by mirroring) into the
+/// stored one of `group`; returns once durable. Positions of another
+/// incarnation are ignored.
+pub async fn merge_forwarded(
+    meta: &MetaStore,
+    group: &str,
+    topic: &str,
+    partition: u32,
+    incarnation: u64,
+    vector: &VersionVector,
+    now_ms: u64,
+) -> Result<(), WireError> {
+    let mut merged =
+        committed_vector(meta, group, topic, partition, incarnation).unwrap_or_default();
+    if vector.dominated_by(&merged) {
+        return Ok(());
+    }
+    merged.merge(vector);
+    let record = CommittedRecord {
+        incarnation,
+        vector: vector_entries(&merged),
+        committed_ms: now_ms,
+    };
+    let encoded =
+        rmp_serde::to_vec_named(&record).map_err(|e| WireError::new(ErrorCode::Internal, e))?;
+    meta.put(key(group, topic, partition), Bytes::from(encoded))
+        .await
+        .map_err(storage_error)
+}
+
 /// The committed positions of `group`: the asked partitions, or all.
 pub fn fetch(
     meta: &MetaStore,

@@ -27,12 +27,12 @@ const PERMIT_BYTES: u64 = 1024;
 #[derive(Debug, Default)]
 struct ProducerWindow {
     last_sequence: Option<u64>,
-    recent: VecDeque<(u64, ProduceOk)>,
+    recent: VecDeque<(u64, Produced)>,
 }
 
 enum SequenceCheck {
     New,
-    Duplicate(ProduceOk),
+    Duplicate(Produced),
 }
 
 impl ProducerWindow {
@@ -60,7 +60,7 @@ impl ProducerWindow {
         }
     }
 
-    fn record(&mut self, sequence: u64, ok: ProduceOk) {
+    fn record(&mut self, sequence: u64, ok: Produced) {
         self.last_sequence = Some(sequence);
         if self.recent.len() == RECENT_BATCHES {
             self.recent.pop_front();
@@ -71,9 +71,19 @@ impl ProducerWindow {
 
 type WindowKey = (u64, u64, u32);
 
+/// An accepted produce: where it landed, and the origin seq after its last
+/// record (what `mirrored(k)` waits for other regions to hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// The answer to the producer.
+    pub ok: ProduceOk,
+    /// Origin seq after the last record, in the local origin stream.
+    pub seq_end: u64,
+}
+
 enum Appended {
-    New(Pending<AppendInfo>, ProduceOk),
-    Duplicate(ProduceOk),
+    New(Pending<AppendInfo>, Produced),
+    Duplicate(Produced),
 }
 
 /// Everything a produce needs besides the topics.
@@ -121,7 +131,7 @@ impl Producers {
         topics: &Topics,
         clock: &dyn Clock,
         request: Produce,
-    ) -> Result<ProduceOk, WireError> {
+    ) -> Result<Produced, WireError> {
         if request.records.is_empty() {
             return Err(WireError::new(
                 ErrorCode::InvalidArgument,
@@ -182,25 +192,22 @@ impl Producers {
             )
         });
         let appended = self.append_once(&log, &origin, clock, request.records, window.as_ref())?;
-        let (pending, ok) = match appended {
-            Appended::New(pending, ok) => (pending, ok),
-            Appended::Duplicate(ok) => {
-                wait_durable(
-                    &log,
-                    LocalOffset(ok.base_offset + u64::from(ok.record_count)),
-                )
-                .await;
-                return Ok(ProduceOk {
-                    duplicate: true,
-                    ..ok
-                });
+        let (pending, produced) = match appended {
+            Appended::New(pending, produced) => (pending, produced),
+            Appended::Duplicate(mut produced) => {
+                let end = produced.ok.base_offset + u64::from(produced.ok.record_count);
+                wait_durable(&log, LocalOffset(end)).await;
+                produced.ok.duplicate = true;
+                return Ok(produced);
             }
         };
         match request.acks {
-            Acks::None => Ok(ok),
-            Acks::Local => {
+            Acks::None => Ok(produced),
+            // Mirrored acknowledgements wait for local durability here and
+            // for the other regions in the caller.
+            Acks::Local | Acks::Mirrored(_) => {
                 pending.durable().await.map_err(storage_error)?;
-                Ok(ok)
+                Ok(produced)
             }
         }
     }
@@ -238,15 +245,18 @@ impl Producers {
         let pending = log
             .append_local(origin, &records, now_ms)
             .map_err(storage_error)?;
-        let ok = ProduceOk {
-            base_offset: pending.value().base_offset.0,
-            record_count: records.len() as u32,
-            duplicate: false,
+        let produced = Produced {
+            ok: ProduceOk {
+                base_offset: pending.value().base_offset.0,
+                record_count: records.len() as u32,
+                duplicate: false,
+            },
+            seq_end: pending.value().base_seq.0 + records.len() as u64,
         };
         if let Some((sequence, window)) = guard.as_mut() {
-            window.record(*sequence, ok.clone());
+            window.record(*sequence, produced.clone());
         }
-        Ok(Appended::New(pending, ok))
+        Ok(Appended::New(pending, produced))
     }
 
     fn in_flight_permits_max(&self) -> u64 {
@@ -273,11 +283,14 @@ async fn wait_durable(log: &meshgate_storage::SharedLog, offset: LocalOffset) {
 mod tests {
     use super::*;
 
-    fn ok(base: u64) -> ProduceOk {
-        ProduceOk {
-            base_offset: base,
-            record_count: 1,
-            duplicate: false,
+    fn ok(base: u64) -> Produced {
+        Produced {
+            ok: ProduceOk {
+                base_offset: base,
+                record_count: 1,
+                duplicate: false,
+            },
+            seq_end: base + 1,
         }
     }
 
@@ -292,7 +305,7 @@ mod tests {
         assert!(matches!(window.check(8), Ok(SequenceCheck::New)));
         window.record(8, ok(1));
         match window.check(7) {
-            Ok(SequenceCheck::Duplicate(first)) => assert_eq!(first.base_offset, 0),
+            Ok(SequenceCheck::Duplicate(first)) => assert_eq!(first.ok.base_offset, 0),
             _ => panic!("7 is a resend"),
         }
         let gap = window.check(10).err().expect("a gap");

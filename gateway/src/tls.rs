@@ -11,7 +11,7 @@ use meshgate_federation::transport::{
 use crate::config::GatewayConfig;
 
 /// The cluster CA certificate and this node's certificate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NodeTls {
     /// The CA that signs every node certificate of the cluster.
     pub ca: CaCertificate,

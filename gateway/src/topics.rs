@@ -276,11 +276,13 @@ impl Topics {
     }
 
     fn log_config(&self, settings: &TopicSettings) -> LogConfig {
+        let segment_bytes_max = settings
+            .segment_bytes
+            .unwrap_or(self.defaults.segment_bytes);
         LogConfig {
-            segment_bytes_max: settings
-                .segment_bytes
-                .unwrap_or(self.defaults.segment_bytes),
-            batch_bytes_max: self.limits.frame_bytes_max,
+            segment_bytes_max,
+            // A batch must fit a segment; small segments take small batches.
+            batch_bytes_max: u64::from(self.limits.frame_bytes_max).min(segment_bytes_max) as u32,
             durability: settings.durability.unwrap_or_default(),
             retention: Retention {
                 bytes_max: settings.retention_bytes,
@@ -377,6 +379,17 @@ impl Topics {
         name: &str,
         settings: &TopicSettings,
     ) -> Result<Arc<Topic>, WireError> {
+        self.create_with(name, settings, None).await
+    }
+
+    /// Creates a topic with a given incarnation (a mirrored topic defined
+    /// by another region), or a fresh one when `None`.
+    pub async fn create_with(
+        &self,
+        name: &str,
+        settings: &TopicSettings,
+        incarnation: Option<u64>,
+    ) -> Result<Arc<Topic>, WireError> {
         check_topic_name(name)?;
         let settings = self.effective_settings(settings)?;
         let _change = self.changes.lock().await;
@@ -397,12 +410,25 @@ impl Topics {
         }
         let record = TopicRecord {
             name: name.to_string(),
-            incarnation: self.rng.lock().random(),
+            incarnation: incarnation.unwrap_or_else(|| self.rng.lock().random()),
             settings,
             created_ms: self.clock.now_ms(),
         };
         let dir = topic_dir(&self.root, name, record.incarnation);
         let topic = Arc::new(self.open_partitions(record.clone(), &dir));
+        if let Some(PartitionSlot::Unavailable(reason)) = topic
+            .partitions
+            .iter()
+            .find(|slot| matches!(slot, PartitionSlot::Unavailable(_)))
+        {
+            let error = WireError::new(
+                ErrorCode::Internal,
+                format!("cannot create the partitions of {name}: {reason}"),
+            );
+            topic.close().await;
+            let _ = self.fs.remove_dir_all(&dir);
+            return Err(error);
+        }
         let encoded = rmp_serde::to_vec_named(&record)
             .map_err(|error| WireError::new(ErrorCode::Internal, error))?;
         if let Err(error) = self

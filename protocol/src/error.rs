@@ -52,6 +52,9 @@ pub enum ErrorCode {
     PartitionUnavailable = 20,
     /// The node is shutting down; retry on another node.
     ShuttingDown = 22,
+    /// The consumer group is now consumed in another region (its lease
+    /// moved there); this member must stop.
+    Fenced = 23,
     /// A bug or an unexpected failure on the node.
     Internal = 24,
 }
@@ -93,6 +96,7 @@ impl ErrorCode {
             19 => Self::InconsistentProtocol,
             20 => Self::PartitionUnavailable,
             22 => Self::ShuttingDown,
+            23 => Self::Fenced,
             24 => Self::Internal,
             _ => Self::Unknown,
         }
@@ -187,7 +191,7 @@ mod tests {
             }
         }
         assert_eq!(
-            known, 21,
+            known, 22,
             "every code but Unknown maps back from its number"
         );
         assert_eq!(ErrorCode::from_number(9999), ErrorCode::Unknown);

@@ -58,6 +58,14 @@ pub enum Request {
     NodeInfo,
     /// The cluster's membership as this node sees it.
     Members,
+    /// Adds or replaces a mirroring rule (spread to every region).
+    AddMirrorRule(MirrorRuleSpec),
+    /// Removes a mirroring rule.
+    RemoveMirrorRule(RuleName),
+    /// Lists mirroring rules.
+    ListMirrorRules,
+    /// Mirroring links of this node: state, vectors and lag.
+    MirrorStatus,
 }
 
 impl Request {
@@ -82,6 +90,10 @@ impl Request {
             Self::DescribeGroup(_) => "describe_group",
             Self::NodeInfo => "node_info",
             Self::Members => "members",
+            Self::AddMirrorRule(_) => "add_mirror_rule",
+            Self::RemoveMirrorRule(_) => "remove_mirror_rule",
+            Self::ListMirrorRules => "list_mirror_rules",
+            Self::MirrorStatus => "mirror_status",
         }
     }
 }
@@ -127,6 +139,11 @@ pub enum Reply {
     Node(NodeInfo),
     /// To [`Request::Members`].
     Members(Vec<MemberInfo>),
+    /// To [`Request::AddMirrorRule`], [`Request::RemoveMirrorRule`] and
+    /// [`Request::ListMirrorRules`]: the rules after the change.
+    MirrorRules(Vec<MirrorRuleSpec>),
+    /// To [`Request::MirrorStatus`].
+    MirrorStatus(Vec<MirrorLinkStatus>),
 }
 
 /// The version handshake.
@@ -292,6 +309,8 @@ pub enum Acks {
     /// Once durable on this node per the topic's durability policy.
     #[default]
     Local,
+    /// Once durable here and held by this many other regions (mirroring).
+    Mirrored(u32),
 }
 
 /// An idempotent producer's identity and the sequence number of a batch:
@@ -601,6 +620,71 @@ pub struct MemberInfo {
     pub last_heard_ms_ago: Option<u64>,
     /// True for the node answering.
     pub local: bool,
+}
+
+/// A rule name in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleName {
+    /// The rule.
+    pub name: String,
+}
+
+/// A mirroring rule as clients write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorRuleSpec {
+    /// Its name.
+    pub name: String,
+    /// Topic pattern: `*` matches any run of characters (`orders*`).
+    pub topics: String,
+    /// The regions it links (at least two).
+    pub regions: Vec<String>,
+    /// `full-mesh` (default), `chain:a,b,c` (in order) or `hub:a`.
+    pub topology: String,
+    /// Only records with this header key and value cross; the others
+    /// travel as gap markers.
+    pub filter_header: Option<(String, String)>,
+    /// Only records whose key starts with these bytes cross.
+    pub filter_key_prefix: Option<Bytes>,
+}
+
+/// One origin of a mirrored partition as a pulling node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginLag {
+    /// The origin region.
+    pub origin: String,
+    /// Records of it held here.
+    pub held: u64,
+    /// Its head as last advertised (by gossip, or by the source), if known.
+    pub head: Option<u64>,
+    /// `head - held`, when the head is known.
+    pub lag_records: Option<u64>,
+    /// How long this node has been behind that head, in milliseconds.
+    pub lag_ms: u64,
+}
+
+/// One pull link: this node pulling a partition from a node of a source region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorLinkStatus {
+    /// The rule that asks for it.
+    pub rule: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The source region.
+    pub source_region: String,
+    /// The source node, when one is alive.
+    pub source_node: Option<String>,
+    /// `pulling`, `connecting`, `waiting` (no live source), `refused`, `conflict`.
+    pub state: String,
+    /// Why it is not pulling, if it is not.
+    pub error: Option<String>,
+    /// Records appended by this link since start.
+    pub records_pulled: u64,
+    /// Records this node never got because retention deleted them first.
+    pub gap_records: u64,
+    /// Per origin: held, head and lag.
+    pub origins: Vec<OriginLag>,
 }
 
 /// Encodes a subscription (the topics a member consumes) as the metadata of

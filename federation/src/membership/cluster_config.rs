@@ -35,7 +35,7 @@ use super::identity::NodeId;
 pub const CONFIG_KEY_BYTES_MAX: usize = 255;
 
 /// One write to the cluster configuration.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ConfigChange {
     /// The entry, such as `mirror-rule/orders-all`: 1 to 255 bytes of
     /// printable ASCII without spaces.

@@ -21,10 +21,6 @@ pub struct ReadPlan {
     batch_bytes_max: usize,
 }
 
-/// Records of one origin a peer lacks that retention deleted here: the
-/// origin, the first seq the peer lacks, and the first seq still held.
-pub type MirrorGap = (OriginStream, u64, u64);
-
 /// Whole batches read from a log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadChunk {
@@ -103,6 +99,18 @@ impl ReadPlan {
             next_offset,
         })
     }
+}
+
+/// Records of an origin that a peer lacks and this log no longer holds:
+/// seqs `from_seq..to_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingRange {
+    /// The origin.
+    pub origin: OriginStream,
+    /// First missing seq.
+    pub from_seq: u64,
+    /// Seq after the last missing one.
+    pub to_seq: u64,
 }
 
 /// Where record `seq` of an origin is in this log.
@@ -286,7 +294,7 @@ impl Log {
     pub fn mirror_start(
         &self,
         peer_vector: &VersionVector,
-    ) -> Result<(LocalOffset, Vec<MirrorGap>)> {
+    ) -> Result<(LocalOffset, Vec<MissingRange>)> {
         let mut offset = self.end_offset();
         let mut gaps = Vec::new();
         for (origin, held) in self.vector.iter() {
@@ -298,7 +306,11 @@ impl Log {
                 SeqLocation::At(at) => offset = offset.min(at),
                 SeqLocation::Deleted => {
                     let first_kept = self.start_vector().get(origin);
-                    gaps.push((origin.clone(), peer_held, first_kept));
+                    gaps.push(MissingRange {
+                        origin: origin.clone(),
+                        from_seq: peer_held,
+                        to_seq: first_kept,
+                    });
                     if first_kept < held
                         && let SeqLocation::At(at) = self.locate(origin, first_kept)?
                     {

@@ -25,7 +25,7 @@ use crate::segment::{AppendFailure, Segment};
 use crate::types::{Incarnation, LocalOffset, OriginSeq, OriginStream, Record};
 use crate::vector::VersionVector;
 
-pub use lookup::{MirrorGap, ReadChunk, ReadPlan, Resume, SeqLocation};
+pub use lookup::{MissingRange, ReadChunk, ReadPlan, Resume, SeqLocation};
 pub use retention::RetentionReport;
 
 /// Name of the marker written by a clean close.

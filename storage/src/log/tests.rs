@@ -728,6 +728,6 @@ fn mirror_start_skips_what_the_peer_holds_and_reports_deleted_records() {
     // A peer holding nothing lost what retention deleted, per origin.
     let (start, gaps) = log.mirror_start(&VersionVector::new()).expect("start");
     assert_eq!(start, log.start_offset());
-    let lost: u64 = gaps.iter().map(|(_, from, to)| to - from).sum();
+    let lost: u64 = gaps.iter().map(|gap| gap.to_seq - gap.from_seq).sum();
     assert_eq!(lost, log.start_offset().0);
 }

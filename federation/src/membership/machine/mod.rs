@@ -245,6 +245,18 @@ impl Membership {
 
     // ----- local operations ----------------------------------------------
 
+    /// Merges configuration changes the caller kept from an earlier run (the
+    /// node persists what it learns, so the cluster configuration survives
+    /// a restart of every node). They merge by the usual rule, as if
+    /// received, without events; anti-entropy spreads them to members that
+    /// lack them. Changes beyond `config_entries_max` are dropped.
+    pub fn restore_config(&mut self, changes: impl IntoIterator<Item = ConfigChange>) {
+        let mut state = self.state.lock();
+        for change in changes {
+            let _ = state.config.merge(change);
+        }
+    }
+
     /// Publishes a configuration change for `key` (`None` deletes it) with
     /// the key's next version, applies it here and starts gossiping it.
     pub fn publish_config(

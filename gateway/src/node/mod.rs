@@ -1,13 +1,16 @@
-//! A gateway node: its identity, metadata, topics, producers and groups,
-//! and the dispatch of client requests to them.
+//! A gateway node: its identity, metadata, topics, producers and groups.
+//! `handle.rs` dispatches client requests; `groups.rs` holds what groups
+//! need across regions (leases, fencing, commit forwarding).
+
+mod groups;
+mod handle;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use meshgate_protocol::{
-    ErrorCode, GroupDescription, GroupName, GroupSummary, MemberInfo, NodeInfo, Reply, Request,
-    Response, TopicName, WireError,
+    ErrorCode, GroupDescription, GroupSummary, MemberInfo, NodeInfo, WireError,
 };
 use meshgate_storage::{FileSystem, OpenMode, RegionId, StorageError, fs::write_atomically};
 use rand::rngs::SmallRng;
@@ -18,12 +21,16 @@ use meshgate_federation::transport::NodeName;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
-use crate::groups::{AssignmentMode, GroupCoordinator};
+use crate::groups::GroupCoordinator;
 use crate::meta::MetaStore;
-use crate::metrics::{GroupLabels, GroupPartitionLabels, Metrics, PartitionLabels, Snapshot};
+use crate::metrics::{
+    GroupLabels, GroupPartitionLabels, LinkLabels, Metrics, MirrorLabels, PartitionLabels,
+    Snapshot, StateLabels,
+};
+use crate::mirror::Mirror;
+use crate::offsets;
 use crate::produce::Producers;
 use crate::topics::{PartitionSlot, Topics};
-use crate::{fetch, offsets};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,9 @@ pub struct Node {
     metrics: Metrics,
     client_address: parking_lot::Mutex<String>,
     cluster: std::sync::OnceLock<Arc<Cluster>>,
+    mirror: std::sync::OnceLock<Arc<Mirror>>,
+    /// Members fenced because their group's lease moved to another region.
+    fenced: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -161,6 +171,8 @@ impl Node {
             groups,
             metrics: Metrics::default(),
             cluster: std::sync::OnceLock::new(),
+            mirror: std::sync::OnceLock::new(),
+            fenced: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -199,6 +211,16 @@ impl Node {
         let _ = self.cluster.set(cluster);
     }
 
+    /// Attaches mirroring (once, at start).
+    pub fn set_mirror(&self, mirror: Arc<Mirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// Mirroring, once started.
+    pub fn mirror(&self) -> Option<&Arc<Mirror>> {
+        self.mirror.get()
+    }
+
     /// Membership and peer links, once started.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.get()
@@ -224,80 +246,6 @@ impl Node {
             region: self.region.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             client_address: self.client_address.lock().clone(),
-        }
-    }
-
-    /// Answers one client request (the handshake is the connection's job).
-    pub async fn handle(&self, request: Request) -> Response {
-        match request {
-            Request::Hello(_) => Err(WireError::new(
-                ErrorCode::InvalidArgument,
-                "hello is accepted once, as the first request of a connection",
-            )),
-            Request::CreateTopic(create) => {
-                let topic = self.topics.create(&create.name, &create.settings).await?;
-                self.groups.metadata_changed(&self.partition_counts());
-                Ok(Reply::Topic(topic.describe()))
-            }
-            Request::DeleteTopic(TopicName { name }) => {
-                self.topics.delete(&name).await?;
-                self.groups.metadata_changed(&self.partition_counts());
-                Ok(Reply::TopicDeleted)
-            }
-            Request::ListTopics => Ok(Reply::Topics(
-                self.topics.list().iter().map(|t| t.summary()).collect(),
-            )),
-            Request::DescribeTopic(TopicName { name }) => self
-                .topics
-                .get(&name)
-                .map(|topic| Reply::Topic(topic.describe())),
-            Request::Produce(produce) => self
-                .producers
-                .produce(&self.topics, &*self.clock, produce)
-                .await
-                .map(Reply::Produced),
-            Request::Fetch(request) => fetch::fetch(&self.topics, &self.config.limits, request)
-                .await
-                .map(Reply::Fetched),
-            Request::ListOffsets(request) => {
-                fetch::list_offsets(&self.topics, &request).map(Reply::Offset)
-            }
-            Request::CommitOffsets(commit) => {
-                let member = commit
-                    .member
-                    .as_ref()
-                    .map(|(generation, id)| (*generation, id.as_str()));
-                self.groups.check_commit(&commit.group, member).await?;
-                offsets::commit(
-                    &self.meta,
-                    &self.topics,
-                    &commit.group,
-                    &commit.offsets,
-                    self.clock.now_ms(),
-                )
-                .await
-                .map(|()| Reply::Committed)
-            }
-            Request::FetchOffsets(request) => offsets::fetch(
-                &self.meta,
-                &self.topics,
-                &request.group,
-                request.partitions.as_deref(),
-            )
-            .map(Reply::CommittedOffsets),
-            Request::NodeInfo => Ok(Reply::Node(self.info())),
-            Request::Members => Ok(Reply::Members(self.members().await)),
-            Request::JoinGroup(join) => {
-                let counts = self.partition_counts();
-                self.groups.join(join, AssignmentMode::Node, &counts).await
-            }
-            Request::SyncGroup(sync) => self.groups.sync(sync).await,
-            Request::Heartbeat(heartbeat) => self.groups.heartbeat(heartbeat).await,
-            Request::LeaveGroup(leave) => self.groups.leave(leave).await,
-            Request::ListGroups => Ok(Reply::Groups(self.list_groups().await)),
-            Request::DescribeGroup(GroupName { group }) => {
-                self.describe_group(&group).await.map(Reply::Group)
-            }
         }
     }
 
@@ -360,6 +308,48 @@ impl Node {
         let snapshot = Snapshot::default();
         if let Some(cluster) = self.cluster.get() {
             cluster.sample_metrics(&snapshot).await;
+        }
+        if let Some(mirror) = self.mirror.get() {
+            for link in mirror.status().await {
+                snapshot
+                    .mirror_links
+                    .get_or_create(&StateLabels {
+                        state: link.state.clone(),
+                    })
+                    .inc();
+                if link.state == "conflict" {
+                    continue;
+                }
+                let labels = LinkLabels {
+                    topic: link.topic.clone(),
+                    partition: link.partition,
+                    source: link.source_region.clone(),
+                };
+                snapshot
+                    .mirror_pulled_records
+                    .get_or_create(&labels)
+                    .set(link.records_pulled as i64);
+                snapshot
+                    .mirror_gap_records
+                    .get_or_create(&labels)
+                    .set(link.gap_records as i64);
+                for origin in link.origins {
+                    let labels = MirrorLabels {
+                        topic: link.topic.clone(),
+                        partition: link.partition,
+                        source: link.source_region.clone(),
+                        origin: origin.origin,
+                    };
+                    snapshot
+                        .mirror_lag_records
+                        .get_or_create(&labels)
+                        .set(origin.lag_records.unwrap_or(0) as i64);
+                    snapshot
+                        .mirror_lag_ms
+                        .get_or_create(&labels)
+                        .set(origin.lag_ms as i64);
+                }
+            }
         }
         for topic in self.topics.list() {
             for (partition, slot) in topic.slots().iter().enumerate() {
