@@ -29,7 +29,9 @@ pub(crate) struct ProduceArgs {
     /// Write to this partition instead of choosing by key.
     #[arg(long, short = 'p')]
     partition: Option<u32>,
-    /// When the node answers: local (durable per the topic's policy) or none.
+    /// When the node answers: local (durable here per the topic's policy),
+    /// none (written, not yet durable) or mirrored:<k> (also held by k other
+    /// regions).
     #[arg(long, value_parser = parse_acks, default_value = "local")]
     acks: Acks,
     /// Print the partition and offset of each record.
@@ -47,12 +49,29 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// Parses `none` or `local`.
+/// Parses `none`, `local` or `mirrored:<k>` (also `mirrored(<k>)`).
 pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
-    match text {
-        "none" => Ok(Acks::None),
-        "local" => Ok(Acks::Local),
-        other => Err(format!("{other:?} is not one of none, local")),
+    let mirrored = text.strip_prefix("mirrored:").or_else(|| {
+        text.strip_prefix("mirrored(")
+            .and_then(|rest| rest.strip_suffix(')'))
+    });
+    match (text, mirrored) {
+        ("none", _) => Ok(Acks::None),
+        ("local", _) => Ok(Acks::Local),
+        (_, Some(regions)) => regions
+            .parse()
+            .map(Acks::Mirrored)
+            .map_err(|_| format!("{regions:?} is not a number of regions")),
+        (other, None) => Err(format!("{other:?} is not one of none, local, mirrored:<k>")),
+    }
+}
+
+/// The text form [`parse_acks`] reads.
+pub(crate) fn acks_text(acks: Acks) -> String {
+    match acks {
+        Acks::None => "none".into(),
+        Acks::Local => "local".into(),
+        Acks::Mirrored(regions) => format!("mirrored:{regions}"),
     }
 }
 

@@ -24,7 +24,7 @@ use meshgate_client::{Acks, Client, Durability, TopicSettings};
 use serde::Serialize;
 
 use super::connect::ConnectArgs;
-use super::produce::parse_acks;
+use super::produce::{acks_text, parse_acks};
 use super::topic::parse_durability;
 
 /// Which benchmark.
@@ -59,7 +59,8 @@ pub(crate) struct BenchArgs {
     /// Partitions of the benchmark topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
-    /// Producer acknowledgements: local (durable per the durability policy) or none.
+    /// Producer acknowledgements: local (durable per the durability
+    /// policy), none, or mirrored:<k>.
     #[arg(long, value_parser = parse_acks, default_value = "local")]
     acks: Acks,
     /// Durability policy of the benchmark topic: every-batch, <n>ms or never.
@@ -89,7 +90,7 @@ pub(crate) struct Report {
     pub(crate) partitions: u32,
     pub(crate) producers: u32,
     pub(crate) consumers: u32,
-    pub(crate) acks: &'static str,
+    pub(crate) acks: String,
     pub(crate) durability: String,
     pub(crate) seconds: f64,
     pub(crate) msgs_per_s: f64,
@@ -225,10 +226,7 @@ pub(crate) async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow:
     report.partitions = args.partitions;
     report.producers = args.producers;
     report.consumers = args.consumers;
-    report.acks = match args.acks {
-        Acks::None => "none",
-        Acks::Local => "local",
-    };
+    report.acks = acks_text(args.acks);
     report.durability = args.durability.to_string();
     if report.seconds > 0.0 {
         report.msgs_per_s = report.messages as f64 / report.seconds;
