@@ -124,3 +124,52 @@ pub(crate) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshgate_storage::{Incarnation, LocalOffset, OriginSeq, OriginStream, Record, RegionId};
+
+    use super::*;
+
+    fn batches() -> bytes::Bytes {
+        let origin = OriginStream {
+            region: RegionId::parse("us-east").expect("a region"),
+            incarnation: Incarnation(3),
+        };
+        let first: Vec<Record> = (0..3)
+            .map(|i| Record::from_value(format!("a{i}")))
+            .collect();
+        let second: Vec<Record> = (0..2)
+            .map(|i| Record::from_value(format!("b{i}")))
+            .collect();
+        let mut bytes = Batch::encode(LocalOffset(10), &origin, OriginSeq(0), &first)
+            .into_bytes()
+            .to_vec();
+        bytes.extend_from_slice(
+            Batch::encode(LocalOffset(13), &origin, OriginSeq(3), &second).bytes(),
+        );
+        bytes.into()
+    }
+
+    #[test]
+    fn records_below_the_requested_offset_are_skipped() {
+        let topic: Arc<str> = Arc::from("t");
+        let records = decode_records(&topic, 2, batches(), 12).expect("decodes");
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [12, 13, 14]);
+        assert_eq!(records[0].value, "a2");
+        assert_eq!(records[1].origin.seq, OriginSeq(3));
+        assert_eq!(records[1].origin.stream.region.as_str(), "us-east");
+        assert_eq!(records[2].partition, 2);
+    }
+
+    #[test]
+    fn damaged_batches_are_reported_not_decoded() {
+        let topic: Arc<str> = Arc::from("t");
+        let mut bytes = batches().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let error = decode_records(&topic, 0, bytes.into(), 0).expect_err("checksum");
+        assert!(matches!(error, ClientError::Protocol(_)), "{error}");
+    }
+}

@@ -293,3 +293,18 @@ fn table(report: &Report) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let latency = Latency::from_micros((1..=100).map(|i| i * 1000).collect()).expect("samples");
+        assert_eq!(latency.p50, 50.0);
+        assert_eq!(latency.p90, 90.0);
+        assert_eq!(latency.p99, 99.0);
+        assert_eq!(latency.max, 100.0);
+        assert!(Latency::from_micros(Vec::new()).is_none());
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
 use meshgate_client::{
-    Client, Consumer, ConsumerConfig, Delivery, OffsetReset, Producer, ProducerConfig,
+    Client, ClientError, Consumer, ConsumerConfig, Delivery, OffsetReset, Producer, ProducerConfig,
     ProducerRecord,
 };
 use tokio::time::Instant;
@@ -176,12 +176,18 @@ pub(super) async fn e2e(
     topic: &str,
 ) -> anyhow::Result<Report> {
     let origin = Instant::now();
-    let received = Arc::new(AtomicU64::new(0));
     let progress = Progress::new("e2e", args.messages);
     let consumer_clients = clients(connect, args.consumers, "consumer").await?;
     let producer_clients = clients(connect, args.producers, "producer").await?;
     let ready = Arc::new(tokio::sync::Barrier::new(args.consumers as usize + 1));
-    let expected_seconds = args.messages / args.rate + 60;
+    let pace = LatencyReader {
+        origin,
+        received: Arc::new(AtomicU64::new(0)),
+        total: args.messages,
+        bound: Duration::from_secs(args.messages / args.rate + 60),
+        progress: progress.clone(),
+        ready: ready.clone(),
+    };
     let mut consumers = Vec::new();
     for (index, client) in consumer_clients.into_iter().enumerate() {
         let mut consumer = Consumer::new(client, consumer_config())?;
@@ -190,70 +196,22 @@ pub(super) async fn e2e(
                 .filter(|p| p % args.consumers == index as u32)
                 .map(|p| (topic.to_string(), p)),
         );
-        let (received, progress, ready) = (received.clone(), progress.clone(), ready.clone());
-        let total = args.messages;
-        consumers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            // The first poll resolves the positions; producers wait for it.
-            let first = consumer.poll(Duration::from_millis(1)).await;
-            ready.wait().await;
-            let mut pending = first?;
-            let deadline = Instant::now() + Duration::from_secs(expected_seconds);
-            let mut last = Instant::now();
-            loop {
-                let now_micros = origin.elapsed().as_micros() as u64;
-                for record in &pending {
-                    let sent = u64::from_le_bytes(record.value[..8].try_into().unwrap_or_default());
-                    latencies.push(now_micros.saturating_sub(sent));
-                }
-                if !pending.is_empty() {
-                    last = Instant::now();
-                }
-                progress.add(pending.len() as u64);
-                let seen = received.fetch_add(pending.len() as u64, Ordering::Relaxed)
-                    + pending.len() as u64;
-                if seen >= total || Instant::now() >= deadline {
-                    return Ok::<_, meshgate_client::ClientError>((latencies, last));
-                }
-                pending = consumer.poll(Duration::from_millis(50)).await?;
-            }
-        }));
+        consumers.push(tokio::spawn(pace.clone().read(consumer)));
     }
     ready.wait().await;
     let start = Instant::now();
     let mut producers = Vec::new();
     for (index, client) in producer_clients.into_iter().enumerate() {
-        let count = share(args.messages, args.producers, index as u32);
-        let rate = args.rate as f64 / f64::from(args.producers);
         let producer = Producer::new(client, producer_config(args))?;
-        let (topic, size) = (topic.to_string(), args.size);
-        producers.push(tokio::spawn(async move {
-            let mut deliveries: Vec<Delivery> = Vec::with_capacity(count as usize);
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            while sent < count {
-                tick.tick().await;
-                let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(count);
-                while sent < due {
-                    let mut value = BytesMut::with_capacity(size);
-                    value.put_u64_le(origin.elapsed().as_micros() as u64);
-                    value.resize(size, b'x');
-                    deliveries.push(
-                        producer
-                            .send(ProducerRecord::new(topic.clone(), value.freeze()))
-                            .await?,
-                    );
-                    sent += 1;
-                }
-            }
-            producer.flush().await?;
-            for delivery in deliveries {
-                delivery.await?;
-            }
-            producer.close().await?;
-            Ok::<_, meshgate_client::ClientError>(())
-        }));
+        let paced = PacedProducer {
+            origin,
+            start,
+            count: share(args.messages, args.producers, index as u32),
+            rate: args.rate as f64 / f64::from(args.producers),
+            size: args.size,
+            topic: topic.to_string(),
+        };
+        producers.push(tokio::spawn(paced.run(producer)));
     }
     for task in producers {
         task.await.context("producer task")?.context("produce")?;
@@ -279,4 +237,84 @@ pub(super) async fn e2e(
         latency_ms: Latency::from_micros(latencies),
         ..Report::default()
     })
+}
+
+/// One e2e consumer's side: reads until every record arrived (all
+/// consumers together) or the bound passed, noting each record's latency.
+#[derive(Clone)]
+struct LatencyReader {
+    origin: Instant,
+    received: Arc<AtomicU64>,
+    total: u64,
+    bound: Duration,
+    progress: Progress,
+    ready: Arc<tokio::sync::Barrier>,
+}
+
+impl LatencyReader {
+    /// Returns the latencies in microseconds and when the last record came.
+    async fn read(self, mut consumer: Consumer) -> Result<(Vec<u64>, Instant), ClientError> {
+        let mut latencies = Vec::new();
+        // The first poll resolves the positions; producers wait for it.
+        let first = consumer.poll(Duration::from_millis(1)).await;
+        self.ready.wait().await;
+        let mut pending = first?;
+        let deadline = Instant::now() + self.bound;
+        let mut last = Instant::now();
+        loop {
+            let now_micros = self.origin.elapsed().as_micros() as u64;
+            for record in &pending {
+                let sent = record.value[..8].try_into().map_or(0, u64::from_le_bytes);
+                latencies.push(now_micros.saturating_sub(sent));
+            }
+            let count = pending.len() as u64;
+            if count > 0 {
+                last = Instant::now();
+            }
+            self.progress.add(count);
+            let seen = self.received.fetch_add(count, Ordering::Relaxed) + count;
+            if seen >= self.total || Instant::now() >= deadline {
+                return Ok((latencies, last));
+            }
+            pending = consumer.poll(Duration::from_millis(50)).await?;
+        }
+    }
+}
+
+/// One e2e producer: sends `count` records at `rate` per second, each
+/// carrying its send time (microseconds since `origin`, little endian).
+struct PacedProducer {
+    origin: Instant,
+    start: Instant,
+    count: u64,
+    rate: f64,
+    size: usize,
+    topic: String,
+}
+
+impl PacedProducer {
+    async fn run(self, producer: Producer) -> Result<(), ClientError> {
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(self.count as usize);
+        let mut sent = 0u64;
+        // Timers have millisecond resolution: send what is due every tick.
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while sent < self.count {
+            tick.tick().await;
+            let due = ((self.start.elapsed().as_secs_f64() * self.rate) as u64).min(self.count);
+            while sent < due {
+                let mut value = BytesMut::with_capacity(self.size);
+                value.put_u64_le(self.origin.elapsed().as_micros() as u64);
+                value.resize(self.size, b'x');
+                let record = ProducerRecord::new(self.topic.clone(), value.freeze());
+                deliveries.push(producer.send(record).await?);
+                sent += 1;
+            }
+        }
+        producer.flush().await?;
+        for delivery in deliveries {
+            delivery.await?;
+        }
+        producer.close().await
+    }
 }
