@@ -11,9 +11,9 @@ use meshgate_federation::transport::{
 };
 use meshgate_protocol::{
     CommitOffsets, CommittedOffset, CreateTopic, Fetch, FetchOffsets, FetchOk, GroupDescription,
-    GroupName, GroupSummary, HelloOk, ListOffsets, NodeInfo, OffsetSpec, PartitionOffset, Produce,
-    ProduceOk, Reply, Request, TopicDescription, TopicName, TopicPartitions, TopicSettings,
-    TopicSummary,
+    GroupName, GroupSummary, HelloOk, ListOffsets, MemberInfo, MirrorLinkStatus, MirrorRuleSpec,
+    NodeInfo, OffsetSpec, PartitionOffset, Produce, ProduceOk, Reply, Request, RuleName,
+    TopicDescription, TopicName, TopicPartitions, TopicSettings, TopicSummary,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::{ClientConfig, DEFAULT_PORT, Trust};
 use crate::connection::Session;
 use crate::error::ClientError;
+use crate::nearest::{self, Candidate};
 
 /// Picks the expected reply variant, or reports a protocol violation.
 macro_rules! expect_reply {
@@ -52,6 +53,11 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     sessions_opened: AtomicU64,
     rng: parking_lot::Mutex<SmallRng>,
+    /// Gateways nearest first, from the last discovery; tried before the
+    /// seeds when the current gateway is lost.
+    ranking: parking_lot::Mutex<Vec<Candidate>>,
+    /// The gateway whose connection was lost last; tried last next time.
+    lost: parking_lot::Mutex<Option<SocketAddr>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -111,6 +117,8 @@ impl Client {
                 connecting: tokio::sync::Mutex::new(()),
                 sessions_opened: AtomicU64::new(0),
                 rng: parking_lot::Mutex::new(rng),
+                ranking: parking_lot::Mutex::new(Vec::new()),
+                lost: parking_lot::Mutex::new(None),
             }),
         };
         let mut retry = 0;
@@ -180,7 +188,19 @@ impl Client {
         if current.as_ref().is_some_and(|s| s.number == session.number) {
             session.close();
             *current = None;
+            *self.inner.lost.lock() = Some(session.address());
         }
+    }
+
+    /// The gateways this client ranks, nearest first (empty before a
+    /// discovery or with `discover` off).
+    pub fn ranking(&self) -> Vec<(String, String, SocketAddr)> {
+        self.inner
+            .ranking
+            .lock()
+            .iter()
+            .map(|c| (c.node_id.clone(), c.region.clone(), c.address))
+            .collect()
     }
 
     /// Resolves the seeds, in order. The place where nearest-node selection
@@ -203,7 +223,120 @@ impl Client {
         (addresses, failure)
     }
 
+    /// Dials one address with the connect timeout.
+    async fn open(&self, address: SocketAddr) -> Result<Session, ClientError> {
+        let config = &self.inner.config;
+        let number = self.inner.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        let open = Session::open(
+            address,
+            self.inner.quinn_config.clone(),
+            &config.client_id,
+            config.response_bytes_max,
+            number,
+        );
+        match tokio::time::timeout(config.connect_timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Connect {
+                seeds: address.to_string(),
+                reason: format!("no answer within {:?}", config.connect_timeout),
+            }),
+        }
+    }
+
+    /// Connects to the nearest gateway that answers: the ranked ones first
+    /// (after a loss, the one lost last goes to the end), else a seed, then
+    /// discovers and moves to the nearest.
     async fn connect_any(&self) -> Result<Session, ClientError> {
+        let ranked: Vec<Candidate> = {
+            let lost = *self.inner.lost.lock();
+            let mut ranked = self.inner.ranking.lock().clone();
+            if let Some(lost) = lost {
+                ranked.sort_by_key(|c| c.address == lost);
+            }
+            ranked
+        };
+        let lost = *self.inner.lost.lock();
+        for candidate in &ranked {
+            if Some(candidate.address) == lost && ranked.len() > 1 {
+                continue;
+            }
+            if let Ok(session) = self.open(candidate.address).await {
+                if let Some(lost) = lost {
+                    tracing::info!(target: "meshgate::client", from = %lost, to = %candidate.address, node = %candidate.node_id, region = %candidate.region, "gateway lost; moved to the next nearest");
+                }
+                return Ok(session);
+            }
+        }
+        let seed = self.connect_seed().await?;
+        if !self.inner.config.discover {
+            return Ok(seed);
+        }
+        Ok(self.discover(seed).await)
+    }
+
+    /// Asks `seed` for the membership, measures the round trip to each live
+    /// gateway, keeps the ranking and returns a session to the nearest.
+    async fn discover(&self, seed: Session) -> Session {
+        let members = match seed.call(&Request::Members).await {
+            Ok(Reply::Members(members)) => members,
+            _ => return seed,
+        };
+        let found = nearest::candidates(&members);
+        let probes: Vec<Candidate> = found
+            .iter()
+            .filter(|c| c.address != seed.address())
+            .take(self.inner.config.probes_max.saturating_sub(1))
+            .cloned()
+            .collect();
+        // Dial every candidate at once; each is bounded by the connect timeout.
+        let mut dials = tokio::task::JoinSet::new();
+        for (index, candidate) in probes.iter().enumerate() {
+            let (client, address) = (self.clone(), candidate.address);
+            dials.spawn(async move { (index, client.open(address).await) });
+        }
+        let mut opened: Vec<Option<Session>> = probes.iter().map(|_| None).collect();
+        while let Some(joined) = dials.join_next().await {
+            if let Ok((index, Ok(session))) = joined {
+                opened[index] = Some(session);
+            }
+        }
+        let mut sessions: Vec<(Candidate, Session)> = probes
+            .into_iter()
+            .zip(opened)
+            .filter_map(|(candidate, session)| Some((candidate, session?)))
+            .collect();
+        let seed_candidate = found
+            .iter()
+            .find(|c| c.address == seed.address())
+            .cloned()
+            .unwrap_or_else(|| Candidate {
+                address: seed.address(),
+                node_id: seed.hello().node_id.clone(),
+                region: seed.hello().region.clone(),
+            });
+        sessions.push((seed_candidate, seed));
+        let measured: Vec<(Candidate, std::time::Duration)> =
+            sessions.iter().map(|(c, s)| (c.clone(), s.rtt())).collect();
+        let ranked = nearest::rank(measured, self.inner.config.preferred_region.as_deref());
+        let Some((best, rtt)) = ranked.first().cloned() else {
+            unreachable!("the seed session is always measured");
+        };
+        *self.inner.ranking.lock() = ranked.into_iter().map(|(c, _)| c).collect();
+        let mut chosen = None;
+        for (candidate, session) in sessions {
+            if candidate == best {
+                chosen = Some(session);
+            } else {
+                session.close();
+            }
+        }
+        tracing::info!(target: "meshgate::client", node = %best.node_id, region = %best.region, address = %best.address, rtt_us = rtt.as_micros() as u64, "connected to the nearest gateway");
+        // The chosen session is among `sessions` by construction.
+        chosen.expect("the best candidate was measured from an open session")
+    }
+
+    /// Connects to the first seed that answers.
+    async fn connect_seed(&self) -> Result<Session, ClientError> {
         let config = &self.inner.config;
         let (addresses, mut failure) = self.candidates().await;
         for address in addresses {
@@ -359,6 +492,37 @@ impl Client {
     /// Who the connected node is.
     pub async fn node_info(&self) -> Result<NodeInfo, ClientError> {
         expect_reply!(self.request(Request::NodeInfo).await?, Reply::Node(info) => info)
+    }
+
+    /// The cluster's membership as the connected node sees it.
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, ClientError> {
+        expect_reply!(self.request(Request::Members).await?, Reply::Members(members) => members)
+    }
+
+    /// Adds or replaces a mirroring rule; returns every rule.
+    pub async fn add_mirror_rule(
+        &self,
+        rule: MirrorRuleSpec,
+    ) -> Result<Vec<MirrorRuleSpec>, ClientError> {
+        expect_reply!(self.request(Request::AddMirrorRule(rule)).await?, Reply::MirrorRules(rules) => rules)
+    }
+
+    /// Removes a mirroring rule; returns the remaining rules.
+    pub async fn remove_mirror_rule(&self, name: &str) -> Result<Vec<MirrorRuleSpec>, ClientError> {
+        let request = Request::RemoveMirrorRule(RuleName {
+            name: name.to_string(),
+        });
+        expect_reply!(self.request(request).await?, Reply::MirrorRules(rules) => rules)
+    }
+
+    /// Lists mirroring rules.
+    pub async fn list_mirror_rules(&self) -> Result<Vec<MirrorRuleSpec>, ClientError> {
+        expect_reply!(self.request(Request::ListMirrorRules).await?, Reply::MirrorRules(rules) => rules)
+    }
+
+    /// The connected node's pull links: state, vectors and lag.
+    pub async fn mirror_status(&self) -> Result<Vec<MirrorLinkStatus>, ClientError> {
+        expect_reply!(self.request(Request::MirrorStatus).await?, Reply::MirrorStatus(links) => links)
     }
 
     /// Appends one batch (low level: [`crate::Producer`] batches for you).

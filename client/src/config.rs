@@ -91,6 +91,16 @@ pub struct ClientConfig {
     /// Seeds the client's random choices (idempotent producer ids, backoff
     /// jitter, round-robin starts). `None`: seeded from the OS.
     pub rng_seed: Option<u64>,
+    /// After reaching a seed, ask it for the cluster's membership and move
+    /// to the nearest healthy gateway (see [`ClientConfig::preferred_region`]).
+    /// Default true; false stays on the first seed that answers.
+    pub discover: bool,
+    /// Gateways of this region come first; among equals, the lowest
+    /// measured round trip wins. Default: none (round trip only).
+    pub preferred_region: Option<String>,
+    /// Most gateways dialled to measure round trips when choosing the
+    /// nearest. Default 8; 1..=64.
+    pub probes_max: usize,
 }
 
 /// Most seeds a configuration may list.
@@ -107,9 +117,24 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             response_bytes_max: 64 << 20,
-            transport: TransportLimits::default(),
+            // A dead gateway is noticed within the idle timeout (no answer to
+            // keep-alives), and the client moves to the next nearest.
+            transport: TransportLimits {
+                idle_timeout_ms: 10_000,
+                keep_alive_interval_ms: 2_000,
+                ..TransportLimits::default()
+            },
             rng_seed: None,
+            discover: true,
+            preferred_region: None,
+            probes_max: 8,
         }
+    }
+
+    /// Prefers gateways of `region`.
+    pub fn prefer_region(mut self, region: impl Into<String>) -> Self {
+        self.preferred_region = Some(region.into());
+        self
     }
 
     /// Sets the client id.
@@ -138,6 +163,12 @@ impl ClientConfig {
         if self.response_bytes_max < 1024 {
             return Err("response_bytes_max must be at least 1 KiB".into());
         }
+        if !(1..=64).contains(&self.probes_max) {
+            return Err("probes_max must be in 1..=64".into());
+        }
+        self.transport
+            .validate()
+            .map_err(|error| error.to_string())?;
         Ok(())
     }
 }

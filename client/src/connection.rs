@@ -122,6 +122,11 @@ impl Session {
         self.address
     }
 
+    /// quinn's current estimate of the round trip to the node.
+    pub(crate) fn rtt(&self) -> std::time::Duration {
+        self.connection.rtt()
+    }
+
     /// True once the connection is closed, for whatever reason.
     pub(crate) fn is_closed(&self) -> bool {
         self.connection.close_reason().is_some()

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`config`]: [`ClientConfig`] (seeds, [`Trust`], timeouts,
 //!   [`RetryPolicy`]).
+//! - `nearest`: ranking gateways: preferred region, then measured round
+//!   trip; the ranking a client falls back on when its gateway dies.
 //! - `client`: [`Client`]: chooses a node among the seeds, says hello,
 //!   sends each request on its own QUIC stream (so requests pipeline),
 //!   retries with bounded exponential backoff and reconnects; admin calls.
@@ -62,6 +64,7 @@ pub mod config;
 mod connection;
 mod consumer;
 mod error;
+mod nearest;
 mod producer;
 mod record;
 

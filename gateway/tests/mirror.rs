@@ -345,6 +345,65 @@ async fn a_killed_region_restarts_from_its_data_and_converges_without_duplicates
     }
 }
 
+/// Produces in both regions while the rule is off, then turns it back on:
+/// each region's log holds its own records first, so the two logs
+/// interleave the origins differently and a resume offset alone would
+/// repeat or skip records.
+async fn produce_apart(gateways: &[Gateway]) -> BTreeMap<(u32, String), Vec<String>> {
+    call(
+        &gateways[0],
+        Request::RemoveMirrorRule(meshgate_protocol::RuleName {
+            name: "orders".into(),
+        }),
+    )
+    .await;
+    // Wait until no puller runs any more.
+    let stopped = eventually(Duration::from_secs(10), || async {
+        for gateway in gateways {
+            let Reply::MirrorStatus(status) = call(gateway, Request::MirrorStatus).await else {
+                return false;
+            };
+            if !status.is_empty() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(stopped, "pulls stop with the rule");
+    let mut expected = BTreeMap::new();
+    for partition in 0..2 {
+        produce(
+            &gateways[0],
+            "orders",
+            partition,
+            &values("us-east", partition, 0..50),
+        )
+        .await;
+        produce(
+            &gateways[1],
+            "orders",
+            partition,
+            &values("eu-west", partition, 0..30),
+        )
+        .await;
+        expected.insert(
+            (partition, "us-east".to_string()),
+            values("us-east", partition, 0..50),
+        );
+        expected.insert(
+            (partition, "eu-west".to_string()),
+            values("eu-west", partition, 0..30),
+        );
+    }
+    add_rule(
+        &gateways[0],
+        rule("orders", "orders", &["us-east", "eu-west"], ""),
+    )
+    .await;
+    expected
+}
+
 /// A minimal group consumer over the dispatcher: joins, gets its
 /// partitions, resumes from the committed vector, skips what the vector
 /// says was consumed.
@@ -474,32 +533,7 @@ async fn a_group_fails_over_to_another_region_with_nothing_lost_or_repeated() {
         })
         .await
     );
-    let mut expected = BTreeMap::new();
-    for partition in 0..2 {
-        // Both regions produce, so the two logs interleave differently.
-        produce(
-            &gateways[0],
-            "orders",
-            partition,
-            &values("us-east", partition, 0..50),
-        )
-        .await;
-        produce(
-            &gateways[1],
-            "orders",
-            partition,
-            &values("eu-west", partition, 0..30),
-        )
-        .await;
-        expected.insert(
-            (partition, "us-east".to_string()),
-            values("us-east", partition, 0..50),
-        );
-        expected.insert(
-            (partition, "eu-west".to_string()),
-            values("eu-west", partition, 0..30),
-        );
-    }
+    let expected = produce_apart(&gateways).await;
     let both: Vec<&Gateway> = gateways.iter().collect();
     assert!(converged(&both, "orders", &expected, Duration::from_secs(20)).await);
 
@@ -858,4 +892,96 @@ async fn records_deleted_before_a_region_got_them_arrive_as_an_explicit_gap() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_s_group_consumer_fails_over_exactly() {
+    use meshgate_client::{Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Trust};
+
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(root.path());
+    let mut gateways = start_regions(&ca, root.path(), &REGIONS[..2]).await;
+    create_topic(&gateways[0], "orders", 2).await;
+    add_rule(
+        &gateways[0],
+        rule("orders", "orders", &["us-east", "eu-west"], ""),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            gateways[1].node().topics().get("orders").is_ok()
+        })
+        .await
+    );
+    let expected = produce_apart(&gateways).await;
+    let both: Vec<&Gateway> = gateways.iter().collect();
+    assert!(converged(&both, "orders", &expected, Duration::from_secs(20)).await);
+
+    let consumer_config = || ConsumerConfig {
+        group: Some("billing".into()),
+        reset: OffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let client = |gateway: &Gateway| {
+        let mut config = ClientConfig::new(
+            [gateway.client_address().to_string()],
+            Trust::CaPem(gateway.ca_pem().to_string()),
+        );
+        config.discover = false;
+        Client::connect(config)
+    };
+    let mut delivered: Vec<(u32, String, u64)> = Vec::new();
+    {
+        let mut consumer = Consumer::new(
+            client(&gateways[0]).await.expect("connects"),
+            consumer_config(),
+        )
+        .expect("consumer");
+        consumer.subscribe(["orders"]).expect("subscribes");
+        // Process 40 records one at a time, committing after each: the first
+        // partition is left half consumed, in us-east's order of the log.
+        while delivered.len() < 40 {
+            let record = consumer.next().await.expect("a record");
+            delivered.push((
+                record.partition,
+                record.origin.stream.region.to_string(),
+                record.origin.seq.0,
+            ));
+            consumer.commit().await.expect("commits after processing");
+        }
+        consumer.close().await.expect("closes");
+    }
+    let a = gateways.remove(0);
+    a.kill().await;
+    let b = &gateways[0];
+    let mut consumer =
+        Consumer::new(client(b).await.expect("connects"), consumer_config()).expect("consumer");
+    consumer.subscribe(["orders"]).expect("subscribes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while delivered.len() < 160 && tokio::time::Instant::now() < deadline {
+        for record in consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .expect("polls")
+        {
+            delivered.push((
+                record.partition,
+                record.origin.stream.region.to_string(),
+                record.origin.seq.0,
+            ));
+        }
+        consumer.commit().await.expect("commits");
+    }
+    // Nothing more arrives: everything was delivered once.
+    let extra = consumer
+        .poll(Duration::from_millis(500))
+        .await
+        .expect("polls");
+    assert!(extra.is_empty(), "nothing beyond the topic: {extra:?}");
+    let unique: BTreeSet<&(u32, String, u64)> = delivered.iter().collect();
+    assert_eq!(unique.len(), delivered.len(), "no record delivered twice");
+    assert_eq!(delivered.len(), 160, "every record delivered");
+    for gateway in gateways {
+        gateway.stop().await;
+    }
 }

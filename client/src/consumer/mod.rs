@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshgate_protocol::{ErrorCode, OffsetSpec, PartitionOffset, TopicPartitions};
+use meshgate_protocol::{
+    ErrorCode, OffsetSpec, PartitionOffset, TopicPartitions, vector_from_entries,
+};
+use meshgate_storage::VersionVector;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -137,6 +140,11 @@ struct Assigned {
     position: Option<u64>,
     /// Last committed position, to commit only what moved.
     committed: Option<u64>,
+    /// The group's committed position as a version vector, when resumed
+    /// from one: records below it (per origin) were consumed already, maybe
+    /// in another region whose log interleaves origins differently, and are
+    /// skipped (DESIGN.md, "Failover").
+    consumed: Option<VersionVector>,
     /// Which fetch task's records are current.
     epoch: u64,
     fetcher: Option<JoinHandle<()>>,
@@ -261,6 +269,7 @@ impl Consumer {
             let assigned = self.assigned.remove(&key).unwrap_or(Assigned {
                 position: None,
                 committed: None,
+                consumed: None,
                 epoch: 0,
                 fetcher: None,
             });
@@ -351,6 +360,7 @@ impl Consumer {
             return Ok(());
         }
         let mut committed = BTreeMap::new();
+        let mut vectors = BTreeMap::new();
         if let Some(group) = &self.config.group {
             let mut by_topic: BTreeMap<String, Vec<u32>> = BTreeMap::new();
             for (topic, partition) in &unresolved {
@@ -365,6 +375,9 @@ impl Consumer {
                 .collect();
             for position in self.client.committed_offsets(group, Some(wanted)).await? {
                 if let Some(offset) = position.offset {
+                    if let Ok(vector) = vector_from_entries(&position.vector) {
+                        vectors.insert((position.topic.clone(), position.partition), vector);
+                    }
                     committed.insert((position.topic, position.partition), offset);
                 }
             }
@@ -380,6 +393,7 @@ impl Consumer {
             };
             if let Some(assigned) = self.assigned.get_mut(&key) {
                 assigned.committed = committed.get(&(key.0.to_string(), key.1)).copied();
+                assigned.consumed = vectors.remove(&(key.0.to_string(), key.1));
             }
             self.start_fetcher(key, offset);
         }
@@ -506,7 +520,14 @@ impl Consumer {
         }
         match fetched.result {
             Ok(records) => {
-                self.buffered.extend(records);
+                match &assigned.consumed {
+                    Some(consumed) => self.buffered.extend(
+                        records
+                            .into_iter()
+                            .filter(|r| r.origin.seq.0 >= consumed.get(&r.origin.stream)),
+                    ),
+                    None => self.buffered.extend(records),
+                }
                 Ok(())
             }
             Err(error) => {

@@ -6,9 +6,13 @@
 //! code and message) and exit with status 1.
 
 mod bench;
+mod certs;
 mod connect;
 mod consume;
 mod group;
+mod health;
+mod members;
+mod mirror;
 mod produce;
 mod serve;
 mod topic;
@@ -49,6 +53,16 @@ enum Command {
     /// against a running node.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The cluster's membership as the gateway sees it.
+    Members(members::MembersArgs),
+    /// Mirroring rules between regions, and this gateway's pull links.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
+    /// Create the cluster CA and node certificates; share a dev CA.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Exit 0 when a gateway's admin HTTP answers healthy (for containers).
+    Health(health::HealthArgs),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info` for `serve`,
@@ -71,6 +85,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connect = cli.connect;
     match cli.command {
         Command::Serve(args) => return serve::run(args).await,
+        Command::Health(args) => return Ok(health::run(args)),
+        Command::Certs(command) => certs::run(command)?,
+        Command::Members(args) => members::run(&connect, args).await?,
+        Command::Mirror(command) => mirror::run(&connect, command).await?,
         Command::Topic(command) => topic::run(&connect, command).await?,
         Command::Produce(args) => produce::run(&connect, args).await?,
         Command::Consume(args) => consume::run(&connect, args).await?,
