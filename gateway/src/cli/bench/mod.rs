@@ -11,6 +11,7 @@
 //!   end-to-end latency (send to delivery, acknowledgement and fsync
 //!   included, as a consumer only sees durable records).
 
+mod mirror;
 mod workloads;
 
 use std::io::{IsTerminal, Write};
@@ -36,6 +37,9 @@ pub(crate) enum BenchCommand {
     Consume(BenchArgs),
     /// End-to-end latency at a fixed produce rate, consuming in parallel.
     E2e(BenchArgs),
+    /// Mirroring throughput and lag between regions, on gateways the
+    /// benchmark starts in this process (no --server needed).
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Flags shared by the benchmarks.
@@ -182,6 +186,7 @@ impl Progress {
 
 pub(crate) async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow::Result<()> {
     let (kind, args) = match command {
+        BenchCommand::Mirror(args) => return mirror::run(args).await,
         BenchCommand::Produce(args) => ("produce", args),
         BenchCommand::Consume(args) => ("consume", args),
         BenchCommand::E2e(args) => ("e2e", args),
