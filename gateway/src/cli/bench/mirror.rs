@@ -245,10 +245,10 @@ async fn produce(
         let record = ProducerRecord::new(TOPIC, value.clone())
             .partition((index % u64::from(partitions)) as u32);
         pending.push_back(producer.send(record).await?);
-        if pending.len() >= 50_000 {
-            if let Some(delivery) = pending.pop_front() {
-                delivery.await?;
-            }
+        if pending.len() >= 50_000
+            && let Some(delivery) = pending.pop_front()
+        {
+            delivery.await?;
         }
     }
     for delivery in pending {
@@ -367,7 +367,8 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         value.resize(args.size, b'x');
         let record = ProducerRecord::new(TOPIC, value.freeze())
             .partition((index % u64::from(args.partitions)) as u32);
-        let _ = producer.send(record).await?;
+        // The lag is measured where the record appears, not from its ack.
+        drop(producer.send(record).await?);
     }
     producer.flush().await?;
     let mut samples = Vec::new();
