@@ -32,10 +32,11 @@ done
 client=$(sed -n 's/.*serving clients on \([0-9.:]*\) (QUIC).*/\1/p' "$data/serve.log")
 echo "# $messages messages of $value_bytes bytes, 1 partition, durability $durability (ack after fsync), $(nproc) cores"
 python3 scripts/kafka_bench.py "127.0.0.1:$kafka_port" kafka-bench "$messages" "$value_bytes"
-# The native bench produces to a topic the Kafka metadata request creates.
+# The native bench needs its topic; create it through the Kafka admin API.
 python3 - "127.0.0.1:$kafka_port" <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
-AdminClient({"bootstrap.servers": sys.argv[1]}).create_topics([NewTopic("native-bench", 1)])["native-bench"].result(10)
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+admin.create_topics([NewTopic("native-bench", 1)])["native-bench"].result(10)
 PY
 "$target/release/examples/native_bench" "$client" native-bench "$messages" "$value_bytes" 1000
