@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use meshgate_federation::membership::{
-    Membership, MembershipDriver, MembershipError, MembershipHandle,
+    GossipSocket, Membership, MembershipDriver, MembershipError, MembershipHandle,
 };
 use meshgate_federation::transport::{TransportError, bind_endpoint};
 
@@ -48,6 +48,23 @@ pub trait Network: Send + Sync + std::fmt::Debug + 'static {
     fn serves_http(&self) -> bool;
 }
 
+/// Builds the membership core for a bound gossip socket and spawns its
+/// driver; shared by every [`Network`].
+pub fn spawn_membership<S: GossipSocket>(
+    socket: S,
+    make: MakeMembership,
+) -> io::Result<StartedMembership> {
+    let bound = socket.local_addr()?;
+    let core = make(bound).map_err(io::Error::other)?;
+    let (driver, handle) = MembershipDriver::new(core, socket);
+    let task = tokio::spawn(async move {
+        if let Err(error) = driver.run().await {
+            tracing::debug!(target: "meshgate::cluster", %error, "membership stopped");
+        }
+    });
+    Ok((handle, bound, task))
+}
+
 /// Real sockets: UDP and TCP from the operating system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealNetwork;
@@ -68,15 +85,7 @@ impl Network for RealNetwork {
     ) -> BoxFuture<'_, io::Result<StartedMembership>> {
         Box::pin(async move {
             let socket = tokio::net::UdpSocket::bind(address).await?;
-            let bound = socket.local_addr()?;
-            let core = make(bound).map_err(io::Error::other)?;
-            let (driver, handle) = MembershipDriver::new(core, socket);
-            let task = tokio::spawn(async move {
-                if let Err(error) = driver.run().await {
-                    tracing::error!(target: "meshgate::cluster", %error, "membership stopped");
-                }
-            });
-            Ok((handle, bound, task))
+            spawn_membership(socket, make)
         })
     }
 

@@ -3,67 +3,14 @@
 //! with a higher incarnation, a gateway with a certificate from another CA
 //! gets no peer link, and garbage on the gossip port changes nothing.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use meshgate_federation::membership::MembershipConfig;
-use meshgate_federation::transport::{ClusterCa, NodeName};
-use meshgate_gateway::config::GatewayConfig;
+use common::{TestCa, eventually};
+use meshgate_federation::transport::LinkState;
 use meshgate_gateway::gateway::Gateway;
 use meshgate_protocol::MemberInfo;
-
-fn config(
-    dir: &Path,
-    ca_dir: &Path,
-    ca: &ClusterCa,
-    node: &str,
-    region: &str,
-    seeds: Vec<String>,
-) -> GatewayConfig {
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).expect("cert dir");
-    let name = NodeName::parse(node).expect("valid node name");
-    let cert = ca
-        .issue_node_cert(&name, &["127.0.0.1".into()])
-        .expect("issues");
-    cert.save(&certs).expect("saves");
-    let mut config = GatewayConfig {
-        node_id: Some(node.into()),
-        region: region.into(),
-        data_dir: dir.join("data"),
-        seeds,
-        membership: MembershipConfig::fast(),
-        ..GatewayConfig::default()
-    };
-    for address in [
-        &mut config.listen,
-        &mut config.http_listen,
-        &mut config.gossip_listen,
-        &mut config.peer_listen,
-    ] {
-        address.set_port(0);
-    }
-    config.tls.ca_cert = Some(ca_dir.join("ca.pem"));
-    config.tls.cert = Some(certs.join("node.pem"));
-    config.tls.key = Some(certs.join("node.key"));
-    config
-}
-
-/// Polls `condition` every 50 ms for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 fn state_of<'a>(members: &'a [MemberInfo], node: &str) -> Option<&'a MemberInfo> {
     members.iter().find(|m| m.node_id == node)
@@ -72,9 +19,7 @@ fn state_of<'a>(members: &'a [MemberInfo], node: &str) -> Option<&'a MemberInfo>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
     let root = tempfile::tempdir().expect("temp dir");
-    let ca_dir = root.path().join("ca");
-    let ca = ClusterCa::generate().expect("CA");
-    ca.save(&ca_dir).expect("saves CA");
+    let ca = TestCa::new(root.path());
     let layout = [
         ("use-1", "us-east"),
         ("use-2", "us-east"),
@@ -82,27 +27,13 @@ async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
         ("euw-2", "eu-west"),
         ("aps-1", "ap-south"),
     ];
-    let first = Gateway::start(config(
-        &root.path().join(layout[0].0),
-        &ca_dir,
-        &ca,
-        layout[0].0,
-        layout[0].1,
-        vec![],
-    ))
-    .await
-    .expect("first gateway starts");
+    let first = Gateway::start(ca.config(root.path(), layout[0].0, layout[0].1, vec![]))
+        .await
+        .expect("first gateway starts");
     let seed = first.cluster().addresses().gossip.to_string();
     let mut gateways = vec![first];
     for (node, region) in &layout[1..] {
-        let config = config(
-            &root.path().join(node),
-            &ca_dir,
-            &ca,
-            node,
-            region,
-            vec![seed.clone()],
-        );
+        let config = ca.config(root.path(), node, region, vec![seed.clone()]);
         gateways.push(Gateway::start(config).await.expect("gateway starts"));
     }
 
@@ -121,12 +52,9 @@ async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
         gateways.iter().all(|g| {
             let (links, _) = g.cluster().link_report();
             links.len() == 4
-                && links.iter().all(|(_, _, s)| {
-                    matches!(
-                        s,
-                        meshgate_federation::transport::LinkState::Connected { .. }
-                    )
-                })
+                && links
+                    .iter()
+                    .all(|(_, _, s)| matches!(s, LinkState::Connected { .. }))
         })
     })
     .await;
@@ -186,14 +114,7 @@ async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
     assert!(down, "the four others mark euw-2 down");
 
     // Restart it on the same data: alive again with a higher incarnation.
-    let config = config(
-        &root.path().join("euw-2"),
-        &ca_dir,
-        &ca,
-        "euw-2",
-        "eu-west",
-        vec![seed.clone()],
-    );
+    let config = ca.config(root.path(), "euw-2", "eu-west", vec![seed.clone()]);
     gateways.push(Gateway::start(config).await.expect("restarts"));
     let back = eventually(Duration::from_secs(10), || async {
         for gateway in &gateways {
@@ -223,32 +144,15 @@ async fn five_gateways_converge_detect_a_stopped_one_and_take_it_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_with_a_certificate_from_another_ca_gets_no_peer_link() {
     let root = tempfile::tempdir().expect("temp dir");
-    let (ca_dir, rogue_dir) = (root.path().join("ca"), root.path().join("rogue-ca"));
-    let ca = ClusterCa::generate().expect("CA");
-    ca.save(&ca_dir).expect("saves");
-    let rogue = ClusterCa::generate().expect("another CA");
-    rogue.save(&rogue_dir).expect("saves");
-    let honest = Gateway::start(config(
-        &root.path().join("a"),
-        &ca_dir,
-        &ca,
-        "node-a",
-        "us-east",
-        vec![],
-    ))
-    .await
-    .expect("starts");
+    let ca = TestCa::new(&root.path().join("honest"));
+    let rogue = TestCa::new(&root.path().join("rogue"));
+    let honest = Gateway::start(ca.config(root.path(), "node-a", "us-east", vec![]))
+        .await
+        .expect("starts");
     let seed = honest.cluster().addresses().gossip.to_string();
-    let intruder = Gateway::start(config(
-        &root.path().join("b"),
-        &rogue_dir,
-        &rogue,
-        "node-b",
-        "eu-west",
-        vec![seed],
-    ))
-    .await
-    .expect("starts");
+    let intruder = Gateway::start(rogue.config(root.path(), "node-b", "eu-west", vec![seed]))
+        .await
+        .expect("starts");
     // Gossip is keyed by the cluster secret, not the CA, so they see each
     // other; the QUIC peer link is what the CA guards.
     let refused = eventually(Duration::from_secs(10), || async {
@@ -264,10 +168,9 @@ async fn a_gateway_with_a_certificate_from_another_ca_gets_no_peer_link() {
     for gateway in [&honest, &intruder] {
         let (links, _) = gateway.cluster().link_report();
         assert!(
-            links.iter().all(|(_, _, s)| !matches!(
-                s,
-                meshgate_federation::transport::LinkState::Connected { .. }
-            )),
+            links
+                .iter()
+                .all(|(_, _, s)| !matches!(s, LinkState::Connected { .. })),
             "no link is connected: {links:?}"
         );
     }

@@ -6,12 +6,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use meshgate_federation::membership::MembershipDriver;
 use meshgate_federation::transport::{
     NodeName, TransportError, TurmoilUdpSocket, derive_rng_seed, new_endpoint,
     seeded_endpoint_config,
 };
-use meshgate_gateway::net::{BoxFuture, MakeMembership, Network, StartedMembership};
+use meshgate_gateway::net::{
+    BoxFuture, MakeMembership, Network, StartedMembership, spawn_membership,
+};
 
 /// Sockets of one simulated node.
 #[derive(Debug, Clone)]
@@ -59,15 +60,7 @@ impl Network for TurmoilNetwork {
     ) -> BoxFuture<'_, io::Result<StartedMembership>> {
         Box::pin(async move {
             let socket = turmoil::net::UdpSocket::bind(address).await?;
-            let bound = socket.local_addr()?;
-            let core = make(bound).map_err(io::Error::other)?;
-            let (driver, handle) = MembershipDriver::new(core, socket);
-            let task = tokio::spawn(async move {
-                if let Err(error) = driver.run().await {
-                    tracing::debug!(target: "meshgate::sim", %error, "membership stopped");
-                }
-            });
-            Ok((handle, bound, task))
+            spawn_membership(socket, make)
         })
     }
 

@@ -391,8 +391,9 @@ impl Coordinator {
     /// Whether an offset commit may proceed. With `(generation, member id)`
     /// the member must be in the group at that generation (stale:
     /// `IllegalGeneration`; unknown member or group: `UnknownMember`;
-    /// during a join phase: `RebalanceInProgress`; while the leader assigns
-    /// it is allowed, as in Kafka). Without, a standalone commit is allowed
+    /// while the group prepares a rebalance and while the leader assigns it
+    /// is allowed, so a member commits what it processed before it rejoins,
+    /// as in Kafka). Without, a standalone commit is allowed
     /// only when the group has no members (else `ActiveGroup`, which maps
     /// to `UnknownMember` as in Kafka). The coordinator stores no offsets.
     pub fn check_commit(&self, group: &str, member: Option<(u32, &str)>) -> Result<(), GroupError> {

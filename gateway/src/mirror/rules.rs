@@ -230,17 +230,7 @@ impl Mirror {
         let mut result = Vec::new();
         let state = self.state.lock();
         for (key, puller) in &state.pullers {
-            let held = node
-                .topics()
-                .get(&key.partition.topic)
-                .ok()
-                .and_then(|topic| {
-                    topic
-                        .partition(key.partition.partition)
-                        .ok()
-                        .map(|log| log.lock().vector().clone())
-                })
-                .unwrap_or_default();
+            let held = held_vector(&node, &key.partition);
             let status = puller.status.lock();
             let now = tokio::time::Instant::now();
             let origins = origin_lags(
@@ -315,17 +305,7 @@ impl Mirror {
         let state = self.state.lock();
         let now = tokio::time::Instant::now();
         for (key, puller) in &state.pullers {
-            let held = node
-                .topics()
-                .get(&key.partition.topic)
-                .ok()
-                .and_then(|topic| {
-                    topic
-                        .partition(key.partition.partition)
-                        .ok()
-                        .map(|log| log.lock().vector().clone())
-                })
-                .unwrap_or_default();
+            let held = held_vector(&node, &key.partition);
             let mut status = puller.status.lock();
             let behind: Vec<OriginStream> = origin_heads(&held, &status.source_vector, &heads, key)
                 .into_iter()
@@ -340,6 +320,20 @@ impl Mirror {
             }
         }
     }
+}
+
+/// What this node holds of a mirrored partition (empty if it is gone).
+fn held_vector(node: &crate::node::Node, key: &super::PartitionKey) -> VersionVector {
+    node.topics()
+        .get(&key.topic)
+        .ok()
+        .and_then(|topic| {
+            topic
+                .partition(key.partition)
+                .ok()
+                .map(|log| log.lock().vector().clone())
+        })
+        .unwrap_or_default()
 }
 
 /// Each origin's best known head: what gossip advertises for it, or what the

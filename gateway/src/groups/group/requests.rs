@@ -170,13 +170,11 @@ impl Group {
                 group: self.name.clone(),
             }),
             Some((generation, member_id)) => {
-                self.check_member(member_id, generation)?;
-                if self.state == GroupState::PreparingRebalance {
-                    return Err(GroupError::RebalanceInProgress {
-                        group: self.name.clone(),
-                    });
-                }
-                Ok(())
+                // As in Kafka, a member of the current generation may still
+                // commit while the group prepares a rebalance: it commits
+                // what it processed before it rejoins, so the partition's
+                // next owner does not process it again.
+                self.check_member(member_id, generation)
             }
         }
     }
