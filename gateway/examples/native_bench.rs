@@ -24,7 +24,9 @@ async fn call(connection: &quinn::Connection, request: &Request) -> anyhow::Resu
     let (mut send, mut recv) = connection.open_bi().await?;
     frame::write(&mut send, request).await?;
     send.finish()?;
-    let response: Response = frame::read(&mut recv, 64 << 20).await?.context("no response")?;
+    let response: Response = frame::read(&mut recv, 64 << 20)
+        .await?
+        .context("no response")?;
     response.map_err(|error| anyhow::anyhow!("{error}"))
 }
 
@@ -85,7 +87,12 @@ async fn main() -> anyhow::Result<()> {
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    report("produce", messages, value_bytes, started.elapsed().as_secs_f64());
+    report(
+        "produce",
+        messages,
+        value_bytes,
+        started.elapsed().as_secs_f64(),
+    );
 
     let started = Instant::now();
     let mut offset = 0u64;
@@ -113,7 +120,12 @@ async fn main() -> anyhow::Result<()> {
         received += chunk.records_from(LocalOffset(offset))?.len();
         offset = fetched.next_offset;
     }
-    report("consume", received, value_bytes, started.elapsed().as_secs_f64());
+    report(
+        "consume",
+        received,
+        value_bytes,
+        started.elapsed().as_secs_f64(),
+    );
     connection.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     Ok(())

@@ -237,7 +237,8 @@ mod tests {
             (Codec::Snappy, snappy_raw),
             (Codec::Snappy, xerial),
         ] {
-            let output = decompress(codec, &input, data.len()).expect(codec.name());
+            let output = decompress(codec, &input, data.len())
+                .unwrap_or_else(|e| panic!("{}: {e}", codec.name()));
             assert_eq!(output, data, "{}", codec.name());
         }
     }

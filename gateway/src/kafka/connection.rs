@@ -94,10 +94,10 @@ pub async fn serve(state: Arc<KafkaState>, stream: TcpStream, shutdown: Cancella
             break;
         }
         let outcome = dispatch::handle_frame(&state, &mut connection, Bytes::from(frame)).await;
-        if let Outcome::Respond(response) = outcome {
-            if writer.write_all(&response).await.is_err() || writer.flush().await.is_err() {
-                break;
-            }
+        if let Outcome::Respond(response) = outcome
+            && (writer.write_all(&response).await.is_err() || writer.flush().await.is_err())
+        {
+            break;
         }
     }
     let _ = writer.shutdown().await;

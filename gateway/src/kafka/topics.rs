@@ -384,6 +384,9 @@ pub async fn delete(
     DeleteTopicsResponse::default().with_responses(results)
 }
 
+/// A configuration entry: name, value, source.
+type ConfigEntry = (&'static str, String, i8);
+
 /// Resource types of DescribeConfigs.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -405,7 +408,7 @@ pub fn describe_configs(
         .into_iter()
         .map(|resource| {
             let name = resource.resource_name.to_string();
-            let entries: Result<Vec<(&str, String, i8)>, (ResponseError, String)> = match resource
+            let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match resource
                 .resource_type
             {
                 RESOURCE_TOPIC => match node.topics().get(&name) {
