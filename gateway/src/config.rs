@@ -39,6 +39,13 @@ pub struct GatewayConfig {
     /// Peer listener for other gateways (QUIC with mutual TLS). Default
     /// `127.0.0.1:7423`.
     pub peer_listen: SocketAddr,
+    /// Kafka wire-protocol listener (TCP), or none. Default none: a
+    /// configuration file turns it on by setting it. `meshgate serve`
+    /// without `--config` (the dev node) listens on `127.0.0.1:9092`
+    /// unless told otherwise (`--kafka-listen ADDR|off`).
+    pub kafka_listen: Option<SocketAddr>,
+    /// Kafka listener settings; see `kafka::KafkaConfig`.
+    pub kafka: crate::kafka::KafkaConfig,
     /// Gossip addresses (`host:port`) of gateways to join through. Default
     /// none: the node starts a cluster of its own that others join.
     pub seeds: Vec<String>,
@@ -78,6 +85,8 @@ impl Default for GatewayConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7421)),
             gossip_listen: SocketAddr::from(([127, 0, 0, 1], 7422)),
             peer_listen: SocketAddr::from(([127, 0, 0, 1], 7423)),
+            kafka_listen: None,
+            kafka: crate::kafka::KafkaConfig::default(),
             seeds: Vec::new(),
             advertise_host: None,
             membership: MembershipConfig::default(),
@@ -274,7 +283,7 @@ fn known_top_level_keys() -> Vec<String> {
     match toml::Value::try_from(GatewayConfig::default()) {
         Ok(toml::Value::Table(table)) => {
             let mut keys: Vec<String> = table.keys().cloned().collect();
-            keys.extend(["node_id".to_string()]);
+            keys.extend(["node_id".to_string(), "kafka_listen".to_string()]);
             keys
         }
         _ => Vec::new(),
@@ -409,6 +418,9 @@ impl GatewayConfig {
         self.groups
             .validate()
             .map_err(|error| invalid("groups", error.to_string()))?;
+        self.kafka
+            .validate()
+            .map_err(|problem| invalid("kafka", problem))?;
         self.membership
             .validate()
             .map_err(|error| invalid("membership", error.to_string()))?;
@@ -512,6 +524,35 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_kafka_listener_is_off_unless_a_layer_sets_it() {
+        let config = load(None, env(&[]), &Vec::new()).expect("defaults");
+        assert_eq!(config.kafka_listen, None);
+        let config = load(
+            None,
+            env(&[("MESHGATE_KAFKA_LISTEN", "127.0.0.1:19092")]),
+            &Vec::new(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.kafka_listen,
+            Some("127.0.0.1:19092".parse().expect("addr"))
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "kafka_listen = \"0.0.0.0:9092\"\n[kafka]\nconnection_idle_ms = 5000\n",
+        )
+        .expect("writes");
+        let config = load(Some(&path), env(&[]), &Vec::new()).expect("valid");
+        assert_eq!(
+            config.kafka_listen,
+            Some("0.0.0.0:9092".parse().expect("addr"))
+        );
+        assert_eq!(config.kafka.connection_idle_ms, 5000);
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub enum StartError {
     /// nothing was started.
     #[error("federation: {0}")]
     Cluster(String),
+    /// The Kafka listener could not bind; nothing was started.
+    #[error("Kafka listener {address}: {source}")]
+    Kafka {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin HTTP listener could not bind; nothing was started.
     #[error("admin HTTP listener {address}: {source}")]
     Http {
@@ -69,6 +78,7 @@ pub struct Gateway {
     cluster: Arc<Cluster>,
     client_address: SocketAddr,
     http_address: Option<SocketAddr>,
+    kafka_address: Option<SocketAddr>,
     ca_pem: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -80,6 +90,7 @@ impl std::fmt::Debug for Gateway {
             .field("node", &self.node.node_id())
             .field("client_address", &self.client_address)
             .field("http_address", &self.http_address)
+            .field("kafka_address", &self.kafka_address)
             .finish()
     }
 }
@@ -147,6 +158,20 @@ impl Gateway {
             })?),
             None => None,
         };
+        // The Kafka listener is TCP on the real network only.
+        let kafka_listener = match config.kafka_listen {
+            Some(address) if network.serves_http() => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Kafka { address, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Kafka { address, source })?;
+                Some((listener, bound))
+            }
+            _ => None,
+        };
+        let kafka_address = kafka_listener.as_ref().map(|(_, bound)| *bound);
         let shutdown = CancellationToken::new();
         let cluster = Cluster::start(
             ClusterStart {
@@ -171,6 +196,14 @@ impl Gateway {
             tokio::spawn(server::serve(node.clone(), endpoint, shutdown.clone())),
             tokio::spawn(retention_loop(node.clone(), shutdown.clone())),
         ];
+        if let Some((listener, _)) = kafka_listener {
+            let state = crate::kafka::KafkaState::new(node.clone(), seed);
+            tasks.push(tokio::spawn(crate::kafka::listener::serve(
+                state,
+                listener,
+                shutdown.clone(),
+            )));
+        }
         if let Some(listener) = http_listener {
             tasks.push(tokio::spawn(http::serve(
                 node.clone(),
@@ -184,6 +217,7 @@ impl Gateway {
             region = %node.region(),
             client = %client_address,
             http = ?http_address,
+            kafka = ?kafka_address,
             gossip = %cluster.addresses().gossip,
             peer = %cluster.addresses().peer,
             data = %config.data_dir.display(),
@@ -194,6 +228,7 @@ impl Gateway {
             cluster,
             client_address,
             http_address,
+            kafka_address,
             ca_pem: certificates.ca.pem().to_string(),
             shutdown,
             tasks,
@@ -213,6 +248,11 @@ impl Gateway {
     /// Where the admin HTTP listener is (none in the simulation).
     pub fn http_address(&self) -> Option<SocketAddr> {
         self.http_address
+    }
+
+    /// Where the Kafka listener is, when it runs.
+    pub fn kafka_address(&self) -> Option<SocketAddr> {
+        self.kafka_address
     }
 
     /// Membership and peer links.

@@ -13,6 +13,7 @@
 //! - [`mirror`]: cross-region mirroring, commit forwarding, group leases.
 //! - [`gateway`]: a running node with its listeners, started and stopped as one.
 //! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
+//! - [`kafka`]: the Apache Kafka wire-protocol listener.
 //! - [`http`]: admin HTTP and the web console; [`metrics`]: Prometheus.
 //! - [`cluster`]: SWIM membership and QUIC peer links to other gateways.
 //! - [`net`]: the socket seam (real or simulated); [`clock`]: the wall clock.
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod groups;
 pub mod http;
+pub mod kafka;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;

@@ -23,10 +23,37 @@ const RECENT_BATCHES: usize = 5;
 /// Backpressure accounting unit: permits are KiB of in-flight records.
 const PERMIT_BYTES: u64 = 1024;
 
+/// A run of sequence numbers one produce request covers, for
+/// de-duplication: native producers number batches (`count` 1), Kafka
+/// producers number records (`first` is the batch's base sequence, `count`
+/// its records), so the next request starts at `first + count` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceRun {
+    /// The producer's identity in the de-duplication windows. Native ids
+    /// are chosen at random by producers; the Kafka listener derives its
+    /// keys from (producer id, epoch) so the two never meet in practice.
+    pub producer: u64,
+    /// The sequence number of the first batch or record.
+    pub first: u64,
+    /// How many sequence numbers the request uses (at least 1).
+    pub count: u64,
+}
+
+impl From<meshgate_protocol::ProducerSequence> for SequenceRun {
+    fn from(sequence: meshgate_protocol::ProducerSequence) -> Self {
+        Self {
+            producer: sequence.producer_id,
+            first: sequence.sequence,
+            count: 1,
+        }
+    }
+}
+
 /// What the node remembers of one idempotent producer in one partition.
 #[derive(Debug, Default)]
 struct ProducerWindow {
-    last_sequence: Option<u64>,
+    /// The sequence number the next new request must start at.
+    next_sequence: Option<u64>,
     recent: VecDeque<(u64, Produced)>,
 }
 
@@ -37,16 +64,16 @@ enum SequenceCheck {
 
 impl ProducerWindow {
     fn check(&self, sequence: u64) -> Result<SequenceCheck, WireError> {
-        let Some(last) = self.last_sequence else {
+        let Some(next) = self.next_sequence else {
             return Ok(SequenceCheck::New);
         };
-        if sequence == last + 1 {
+        if sequence == next {
             return Ok(SequenceCheck::New);
         }
-        if sequence > last + 1 {
+        if sequence > next {
             return Err(WireError::new(
                 ErrorCode::OutOfOrderSequence,
-                format!("expected sequence {}, got {sequence}", last + 1),
+                format!("expected sequence {next}, got {sequence}"),
             ));
         }
         match self.recent.iter().find(|(seq, _)| *seq == sequence) {
@@ -54,14 +81,14 @@ impl ProducerWindow {
             None => Err(WireError::new(
                 ErrorCode::OutOfOrderSequence,
                 format!(
-                    "sequence {sequence} is older than the de-duplication window (last {last})"
+                    "sequence {sequence} is older than the de-duplication window (next {next})"
                 ),
             )),
         }
     }
 
-    fn record(&mut self, sequence: u64, ok: Produced) {
-        self.last_sequence = Some(sequence);
+    fn record(&mut self, sequence: u64, count: u64, ok: Produced) {
+        self.next_sequence = Some(sequence.saturating_add(count.max(1)));
         if self.recent.len() == RECENT_BATCHES {
             self.recent.pop_front();
         }
@@ -132,6 +159,19 @@ impl Producers {
         clock: &dyn Clock,
         request: Produce,
     ) -> Result<Produced, WireError> {
+        let run = request.producer.map(SequenceRun::from);
+        self.produce_run(topics, clock, request, run).await
+    }
+
+    /// Handles one produce request whose idempotence is described by `run`
+    /// (and not by `request.producer`, which is ignored).
+    pub async fn produce_run(
+        &self,
+        topics: &Topics,
+        clock: &dyn Clock,
+        request: Produce,
+        run: Option<SequenceRun>,
+    ) -> Result<Produced, WireError> {
         if request.records.is_empty() {
             return Err(WireError::new(
                 ErrorCode::InvalidArgument,
@@ -180,16 +220,9 @@ impl Producers {
                     WireError::new(ErrorCode::ShuttingDown, "the node is shutting down")
                 })?;
 
-        let window = request.producer.map(|producer| {
-            let key = (
-                producer.producer_id,
-                topic.incarnation().0,
-                request.partition,
-            );
-            (
-                producer.sequence,
-                self.windows.get_with(key, Default::default),
-            )
+        let window = run.map(|run| {
+            let key = (run.producer, topic.incarnation().0, request.partition);
+            (run, self.windows.get_with(key, Default::default))
         });
         let appended = self.append_once(&log, &origin, clock, request.records, window.as_ref())?;
         let (pending, produced) = match appended {
@@ -221,11 +254,11 @@ impl Producers {
         origin: &OriginStream,
         clock: &dyn Clock,
         records: Vec<ProduceRecord>,
-        window: Option<&(u64, Arc<Mutex<ProducerWindow>>)>,
+        window: Option<&(SequenceRun, Arc<Mutex<ProducerWindow>>)>,
     ) -> Result<Appended, WireError> {
-        let mut guard = window.map(|(sequence, window)| (*sequence, window.lock()));
-        if let Some((sequence, window)) = &guard
-            && let SequenceCheck::Duplicate(ok) = window.check(*sequence)?
+        let mut guard = window.map(|(run, window)| (*run, window.lock()));
+        if let Some((run, window)) = &guard
+            && let SequenceCheck::Duplicate(ok) = window.check(run.first)?
         {
             return Ok(Appended::Duplicate(ok));
         }
@@ -253,8 +286,8 @@ impl Producers {
             },
             seq_end: pending.value().base_seq.0 + records.len() as u64,
         };
-        if let Some((sequence, window)) = guard.as_mut() {
-            window.record(*sequence, produced.clone());
+        if let Some((run, window)) = guard.as_mut() {
+            window.record(run.first, run.count, produced.clone());
         }
         Ok(Appended::New(pending, produced))
     }
@@ -301,9 +334,9 @@ mod tests {
             matches!(window.check(7), Ok(SequenceCheck::New)),
             "any start is accepted"
         );
-        window.record(7, ok(0));
+        window.record(7, 1, ok(0));
         assert!(matches!(window.check(8), Ok(SequenceCheck::New)));
-        window.record(8, ok(1));
+        window.record(8, 1, ok(1));
         match window.check(7) {
             Ok(SequenceCheck::Duplicate(first)) => assert_eq!(first.ok.base_offset, 0),
             _ => panic!("7 is a resend"),
@@ -316,10 +349,22 @@ mod tests {
     fn resends_older_than_the_window_are_refused() {
         let mut window = ProducerWindow::default();
         for sequence in 0..10 {
-            window.record(sequence, ok(sequence));
+            window.record(sequence, 1, ok(sequence));
         }
         assert!(matches!(window.check(6), Ok(SequenceCheck::Duplicate(_))));
         let old = window.check(2).err().expect("too old");
         assert_eq!(old.code, ErrorCode::OutOfOrderSequence);
+    }
+
+    #[test]
+    fn runs_of_records_expect_the_next_run_after_their_last_record() {
+        let mut window = ProducerWindow::default();
+        window.record(0, 5, ok(0));
+        assert!(matches!(window.check(5), Ok(SequenceCheck::New)));
+        assert!(matches!(window.check(0), Ok(SequenceCheck::Duplicate(_))));
+        let gap = window.check(3).err().expect("inside the last run");
+        assert_eq!(gap.code, ErrorCode::OutOfOrderSequence);
+        let skip = window.check(6).err().expect("a gap");
+        assert_eq!(skip.code, ErrorCode::OutOfOrderSequence);
     }
 }

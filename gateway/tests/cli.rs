@@ -12,7 +12,7 @@ use std::time::Duration;
 const MESHGATE: &str = env!("CARGO_BIN_EXE_meshgate");
 
 /// `meshgate serve` with every listener on a free loopback port.
-const FREE_PORTS: [&str; 9] = [
+const FREE_PORTS: [&str; 11] = [
     "serve",
     "--listen",
     "127.0.0.1:0",
@@ -21,6 +21,8 @@ const FREE_PORTS: [&str; 9] = [
     "--gossip-listen",
     "127.0.0.1:0",
     "--peer-listen",
+    "127.0.0.1:0",
+    "--kafka-listen",
     "127.0.0.1:0",
 ];
 

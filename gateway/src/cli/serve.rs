@@ -36,12 +36,57 @@ pub(crate) struct ServeArgs {
     /// Peer listener for other gateways, QUIC [default: 127.0.0.1:7423].
     #[arg(long, value_name = "ADDR")]
     peer_listen: Option<SocketAddr>,
+    /// Kafka wire-protocol listener (TCP), or `off` [default: 127.0.0.1:9092
+    /// for the dev node (no --config); off when a config file does not set
+    /// `kafka_listen`].
+    #[arg(long, value_name = "ADDR|off")]
+    kafka_listen: Option<KafkaListen>,
     /// Gossip address of a gateway to join through (repeatable).
     #[arg(long = "seed", value_name = "HOST:PORT")]
     seeds: Vec<String>,
     /// Name or IP others reach this node at (needed with 0.0.0.0 listeners).
     #[arg(long, value_name = "HOST")]
     advertise_host: Option<String>,
+}
+
+/// The dev node's Kafka listener, when nothing else says where.
+const DEV_KAFKA_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9092);
+
+/// `--kafka-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KafkaListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for KafkaListen {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(KafkaListen::Off);
+        }
+        text.parse()
+            .map(KafkaListen::At)
+            .map_err(|_| format!("{text:?} is neither an address (host:port) nor `off`"))
+    }
+}
+
+/// The Kafka listener rule: the flag wins (an address, or `off`); else a
+/// configuration file or `MESHGATE_KAFKA_LISTEN` decides (unset: off);
+/// else, for the dev node (no `--config`), 127.0.0.1:9092.
+fn kafka_listen(
+    flag: Option<KafkaListen>,
+    configured: Option<SocketAddr>,
+    has_config_file: bool,
+) -> Option<SocketAddr> {
+    match flag {
+        Some(KafkaListen::Off) => None,
+        Some(KafkaListen::At(address)) => Some(address),
+        None if configured.is_some() => configured,
+        None if has_config_file => None,
+        None => Some(DEV_KAFKA_LISTEN),
+    }
 }
 
 impl ServeArgs {
@@ -79,8 +124,13 @@ impl ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
+    let mut config = config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
         .context("invalid configuration")?;
+    config.kafka_listen = kafka_listen(
+        args.kafka_listen,
+        config.kafka_listen,
+        args.config.is_some(),
+    );
     let gateway = Gateway::start(config)
         .await
         .context("cannot start the gateway")?;
@@ -88,8 +138,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .http_address()
         .map_or_else(|| "off".to_string(), |address| format!("http://{address}"));
     let addresses = gateway.cluster().addresses();
+    let kafka = gateway
+        .kafka_address()
+        .map_or_else(|| "off".to_string(), |address| address.to_string());
     eprintln!(
-        "meshgate: node {} (region {}) serving clients on {} (QUIC), admin on {http}, gossip on {}, peers on {}",
+        "meshgate: node {} (region {}) serving clients on {} (QUIC), Kafka on {kafka}, admin on {http}, gossip on {}, peers on {}",
         gateway.node().node_id(),
         gateway.node().region(),
         gateway.client_address(),
@@ -120,5 +173,25 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_node_listens_for_kafka_and_config_files_must_ask_for_it() {
+        let at: SocketAddr = "127.0.0.1:19092".parse().expect("addr");
+        assert_eq!(kafka_listen(None, None, false), Some(DEV_KAFKA_LISTEN));
+        assert_eq!(kafka_listen(None, None, true), None);
+        assert_eq!(kafka_listen(None, Some(at), true), Some(at));
+        assert_eq!(kafka_listen(Some(KafkaListen::Off), Some(at), false), None);
+        assert_eq!(
+            kafka_listen(Some(KafkaListen::At(at)), None, true),
+            Some(at)
+        );
+        assert_eq!("off".parse::<KafkaListen>(), Ok(KafkaListen::Off));
+        assert!("nowhere".parse::<KafkaListen>().is_err());
     }
 }

@@ -33,20 +33,56 @@ impl Node {
     }
 
     pub(super) async fn join_group(&self, join: JoinGroup) -> Response {
+        let mirrored = match self.mirror.get() {
+            Some(mirror) => join
+                .protocols
+                .iter()
+                .any(|protocol| mirror.subscription_is_mirrored(&protocol.metadata)),
+            None => false,
+        };
+        self.join_group_as(join, AssignmentMode::Node, mirrored)
+            .await
+    }
+
+    /// Joins a group whose leader assigns partitions (Kafka clients, whose
+    /// protocol metadata the node does not read): `subscription` is the
+    /// topics the member subscribes to, as the listener decoded them, and
+    /// decides whether the group needs a mirroring lease.
+    pub async fn join_group_leader_assigned(
+        &self,
+        join: JoinGroup,
+        subscription: &[String],
+    ) -> Response {
+        let mirrored = self.mirror.get().is_some_and(|mirror| {
+            mirror.subscription_is_mirrored(&meshgate_protocol::encode_subscription(subscription))
+        });
+        self.join_group_as(join, AssignmentMode::Leader, mirrored)
+            .await
+    }
+
+    async fn join_group_as(
+        &self,
+        join: JoinGroup,
+        mode: AssignmentMode,
+        mirrored: bool,
+    ) -> Response {
         if let Some(member) = &join.member_id {
             self.check_not_fenced(&join.group, member)?;
         }
-        if let Some(mirror) = self.mirror.get() {
-            let mirrored = join
-                .protocols
-                .iter()
-                .any(|protocol| mirror.subscription_is_mirrored(&protocol.metadata));
-            if mirrored && mirror.local_epoch(&join.group) == 0 {
-                mirror.acquire_lease(&join.group).await;
-            }
+        if let Some(mirror) = self.mirror.get()
+            && mirrored
+            && mirror.local_epoch(&join.group) == 0
+        {
+            mirror.acquire_lease(&join.group).await;
         }
         let counts = self.partition_counts();
-        self.groups.join(join, AssignmentMode::Node, &counts).await
+        self.groups.join(join, mode, &counts).await
+    }
+
+    /// One group's membership in detail (members' protocol metadata and
+    /// assignments included), if the coordinator holds it.
+    pub async fn group_details(&self, group: &str) -> Option<crate::groups::GroupDetails> {
+        self.groups.describe(group).await
     }
 
     /// Fences this node's members of `group`: its lease moved to another

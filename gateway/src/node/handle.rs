@@ -119,6 +119,26 @@ impl Node {
         Ok(Reply::TopicDeleted)
     }
 
+    /// Appends records with acknowledgement `none` or `local`, the
+    /// idempotence of the request described by `run` (the Kafka listener
+    /// numbers records, not batches). `mirrored(k)` acknowledgements are
+    /// refused here: they go through [`Node::handle`].
+    pub async fn produce_run(
+        &self,
+        produce: Produce,
+        run: Option<crate::produce::SequenceRun>,
+    ) -> Result<crate::produce::Produced, WireError> {
+        if let Acks::Mirrored(_) = produce.acks {
+            return Err(WireError::new(
+                ErrorCode::InvalidArgument,
+                "mirrored acknowledgements need Node::handle",
+            ));
+        }
+        self.producers
+            .produce_run(&self.topics, &*self.clock, produce, run)
+            .await
+    }
+
     async fn produce(&self, produce: Produce) -> Response {
         let acks = produce.acks;
         let (topic_name, partition) = (produce.topic.clone(), produce.partition);
