@@ -222,11 +222,13 @@ async fn wait_held(
     }
 }
 
-fn producer(client: &Client) -> anyhow::Result<Producer> {
+/// A producer: lingering 2 ms for throughput, not at all for the lag
+/// phase (where a record should leave as soon as it is sent).
+fn producer(client: &Client, linger: Duration) -> anyhow::Result<Producer> {
     Ok(Producer::new(
         client.clone(),
         ProducerConfig {
-            linger: Duration::from_millis(2),
+            linger,
             acks: Acks::Local,
             ..ProducerConfig::default()
         },
@@ -286,7 +288,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
         region: RegionId::parse(REGIONS[0])?,
         incarnation: meshgate_storage::Incarnation(topic.incarnation),
     };
-    let producer = producer(&client)?;
+    let producer = producer(&client, Duration::from_millis(2))?;
     let mut phases = Vec::new();
     let mb = |messages: u64, seconds: f64| messages as f64 * args.size as f64 / seconds / 1e6;
     let phase = |name: &'static str, messages: u64, seconds: f64, lag_ms: Option<Latency>| Phase {
@@ -345,6 +347,7 @@ pub(crate) async fn run(args: MirrorArgs) -> anyhow::Result<()> {
     ));
 
     // 3. Lag at a fixed rate: send time in the value, visibility in region B.
+    let producer = self::producer(&client, Duration::ZERO)?;
     let count = args.rate * args.lag_seconds;
     let base = Arc::new(Instant::now());
     let watchers = {
