@@ -375,12 +375,13 @@ fn origin_lags(
         .into_iter()
         .map(|(origin, head)| {
             let count = held.get(&origin);
-            let known = head > 0 || count == 0;
+            // What is held here was once the head, at least.
+            let head = head.max(count);
             OriginLag {
                 origin: origin.region.to_string(),
                 held: count,
-                head: known.then_some(head.max(count)),
-                lag_records: known.then_some(head.saturating_sub(count)),
+                head: Some(head),
+                lag_records: Some(head - count),
                 lag_ms: behind_since.get(&origin).map_or(0, |since| {
                     now.saturating_duration_since(*since).as_millis() as u64
                 }),
