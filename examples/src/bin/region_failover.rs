@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use meshgate_client::{
-    Consumer, ConsumerConfig, ConsumerRecord, MirrorRuleSpec, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-    TopicSettings,
+    Consumer, ConsumerConfig, ConsumerRecord, MirrorRuleSpec, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicSettings,
 };
 use meshgate_examples::Regions;
 
@@ -42,7 +42,11 @@ fn records_flag() -> anyhow::Result<usize> {
 }
 
 fn identity(record: &ConsumerRecord) -> (u32, String, u64) {
-    (record.partition, record.origin.stream.region.to_string(), record.origin.seq.0)
+    (
+        record.partition,
+        record.origin.stream.region.to_string(),
+        record.origin.seq.0,
+    )
 }
 
 fn rule() -> MirrorRuleSpec {
@@ -70,7 +74,14 @@ async fn main() -> anyhow::Result<()> {
     let mut regions = Regions::start(&[("use-1", "us-east"), ("euw-1", "eu-west")]).await?;
     let us = regions.client(0).await?;
     let eu = regions.client(1).await?;
-    us.create_topic(TOPIC, TopicSettings { partitions: 2, ..TopicSettings::default() }).await?;
+    us.create_topic(
+        TOPIC,
+        TopicSettings {
+            partitions: 2,
+            ..TopicSettings::default()
+        },
+    )
+    .await?;
     us.add_mirror_rule(rule()).await?;
     for _ in 0..100 {
         if eu.describe_topic(TOPIC).await.is_ok() {
@@ -97,14 +108,23 @@ async fn main() -> anyhow::Result<()> {
         let mut held = 0;
         for _ in 0..200 {
             let topic = client.describe_topic(TOPIC).await?;
-            held = topic.partitions.iter().map(|p| p.high_watermark).sum::<u64>();
+            held = topic
+                .partitions
+                .iter()
+                .map(|p| p.high_watermark)
+                .sum::<u64>();
             if held == total as u64 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        ensure!(held == total as u64, "{region} holds {held} of {total} records");
-        println!("{region}: holds all {total} orders (each region's log interleaves them its own way)");
+        ensure!(
+            held == total as u64,
+            "{region} holds {held} of {total} records"
+        );
+        println!(
+            "{region}: holds all {total} orders (each region's log interleaves them its own way)"
+        );
     }
 
     // A record's identity is (partition, origin region, origin seq): the
@@ -118,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
         consumer.commit().await?;
     }
     consumer.close().await?;
-    println!("us-east: group shipping processed {} orders and committed", delivered.len());
+    println!(
+        "us-east: group shipping processed {} orders and committed",
+        delivered.len()
+    );
 
     let gone = regions.gateways.remove(0);
     gone.kill().await;
@@ -131,7 +154,11 @@ async fn main() -> anyhow::Result<()> {
     // nothing came for a while.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while delivered.len() < total {
-        ensure!(tokio::time::Instant::now() < deadline, "eu-west stopped delivering at {} of {total}", delivered.len());
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "eu-west stopped delivering at {} of {total}",
+            delivered.len()
+        );
         let batch = consumer.poll(Duration::from_secs(1)).await?;
         for record in batch {
             delivered.push(identity(&record));
@@ -139,12 +166,30 @@ async fn main() -> anyhow::Result<()> {
         consumer.commit().await?;
     }
     let extra = consumer.poll(Duration::from_millis(500)).await?;
-    println!("eu-west: group shipping resumed and processed {} orders", delivered.len() - resumed_from + extra.len());
+    println!(
+        "eu-west: group shipping resumed and processed {} orders",
+        delivered.len() - resumed_from + extra.len()
+    );
     let mut seen = BTreeSet::new();
-    let twice: Vec<_> = delivered.iter().filter(|item| !seen.insert(*item)).collect();
-    ensure!(twice.is_empty(), "{} orders delivered twice: {twice:?}", twice.len());
-    ensure!(extra.is_empty(), "{} orders delivered beyond the topic", extra.len());
-    ensure!(seen.len() == total, "{} of {total} orders delivered", seen.len());
+    let twice: Vec<_> = delivered
+        .iter()
+        .filter(|item| !seen.insert(*item))
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "{} orders delivered twice: {twice:?}",
+        twice.len()
+    );
+    ensure!(
+        extra.is_empty(),
+        "{} orders delivered beyond the topic",
+        extra.len()
+    );
+    ensure!(
+        seen.len() == total,
+        "{} of {total} orders delivered",
+        seen.len()
+    );
     println!("failover check: {total} orders, each delivered exactly once across the two regions");
     regions.stop().await;
     Ok(())
