@@ -16,6 +16,9 @@ pub(crate) enum TopicCommand {
     Describe {
         /// The topic.
         name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a topic and all its data.
     Delete {
@@ -88,12 +91,16 @@ pub(crate) async fn run(connect: &ConnectArgs, command: TopicCommand) -> anyhow:
                 );
             }
         }
-        TopicCommand::Describe { name } => {
+        TopicCommand::Describe { name, json } => {
             let topic = client
                 .describe_topic(&name)
                 .await
                 .with_context(|| format!("cannot describe topic {name}"))?;
-            print_description(&topic);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&topic)?);
+            } else {
+                print_description(&topic);
+            }
         }
         TopicCommand::Delete { name } => {
             client

@@ -126,6 +126,11 @@ impl MemFs {
         self.state.lock().faults.stored_bytes_max = bytes;
     }
 
+    /// Bytes held by all files now (what `set_stored_bytes_max` limits).
+    pub fn used_bytes(&self) -> u64 {
+        MemFs::stored_bytes(&self.state.lock())
+    }
+
     /// The current contents of a file, for tests.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let state = self.state.lock();

@@ -226,6 +226,16 @@ impl Membership {
             }
             TimerKind::Announce { token } => {
                 if token == self.announce_token && !self.leaving && self.swim.num_members() == 0 {
+                    if self.announce_delay > self.config.announce_interval {
+                        // Two announces went unanswered: say so (at most once
+                        // per backed-off interval).
+                        tracing::warn!(
+                            target: "meshgate::federation::membership",
+                            seeds = ?self.seeds,
+                            retry_in_ms = self.announce_delay.as_millis() as u64,
+                            "no seed answers; this node stays alone until one does (check the seed addresses, their gossip port, and that every node has the same cluster key)"
+                        );
+                    }
                     self.announce_to_seeds();
                     self.announce_delay =
                         (self.announce_delay * 2).min(self.config.announce_interval_max);
