@@ -270,6 +270,27 @@ fn cli_round_trip_creates_produces_consumes_describes_and_deletes_a_topic() {
         "",
     );
     assert_eq!(again, "", "committed positions are where the group resumes");
+    // --count stops inside a fetched batch: the group commits only what
+    // was printed, and the next run starts right after it.
+    let counted = |count: &str| {
+        node.ok(
+            &[
+                "consume",
+                "orders",
+                "--group",
+                "counters",
+                "--from-beginning",
+                "--count",
+                count,
+            ],
+            "",
+        )
+    };
+    let first = counted("1");
+    let rest = counted("10");
+    assert_eq!(first.lines().count(), 1, "{first}");
+    assert_eq!(rest.lines().count(), 3, "the three others, once: {rest}");
+    assert!(!rest.contains(first.trim()), "{first} again in {rest}");
     let groups = node.ok(&["group", "list"], "");
     assert!(
         groups.lines().any(|line| line.starts_with("printers")),

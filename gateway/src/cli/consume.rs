@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use meshgate_client::{Client, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec};
+use meshgate_client::{
+    Client, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, OffsetSpec, Seek,
+};
 
 use super::connect::ConnectArgs;
 
@@ -121,11 +123,18 @@ async fn consume_loop(
             return Ok(());
         }
         let records = consumer.poll(Duration::from_millis(200)).await?;
+        // Records of the batch past --count: the group must not commit
+        // past them, so their partitions are moved back before committing.
+        let mut unprinted: BTreeMap<(&str, u32), u64> = BTreeMap::new();
         {
             let mut out = stdout.lock();
             for record in &records {
                 if args.count.is_some_and(|count| printed >= count) {
-                    break;
+                    unprinted
+                        .entry((&record.topic, record.partition))
+                        .and_modify(|offset| *offset = (*offset).min(record.offset))
+                        .or_insert(record.offset);
+                    continue;
                 }
                 let line = match args.format {
                     Format::Text => String::from_utf8_lossy(&record.value).into_owned(),
@@ -140,6 +149,12 @@ async fn consume_loop(
             if out.flush().is_err() {
                 return Ok(());
             }
+        }
+        for ((topic, partition), offset) in unprinted {
+            consumer
+                .seek(topic, partition, Seek::Offset(offset))
+                .await
+                .context("cannot move back to the first record not printed")?;
         }
         if args.group.is_some() && !records.is_empty() {
             consumer.commit().await.context("cannot commit")?;
