@@ -11,9 +11,10 @@ use meshgate_federation::transport::{
 };
 use meshgate_protocol::{
     CommitOffsets, CommittedOffset, CreateTopic, Fetch, FetchOffsets, FetchOk, GroupDescription,
-    GroupName, GroupSummary, HelloOk, ListOffsets, MemberInfo, MirrorLinkStatus, MirrorRuleSpec,
-    NodeInfo, OffsetSpec, PartitionOffset, Produce, ProduceOk, Reply, Request, RuleName,
-    TopicDescription, TopicName, TopicPartitions, TopicSettings, TopicSummary,
+    GroupName, GroupSummary, HelloOk, ListOffsets, MemberInfo, MirrorFollowerStatus,
+    MirrorLinkStatus, MirrorRuleSpec, NodeInfo, OffsetSpec, PartitionOffset, Produce, ProduceOk,
+    Reply, Request, RuleName, TopicDescription, TopicName, TopicPartitions, TopicSettings,
+    TopicSummary,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -523,6 +524,12 @@ impl Client {
     /// The connected node's pull links: state, vectors and lag.
     pub async fn mirror_status(&self) -> Result<Vec<MirrorLinkStatus>, ClientError> {
         expect_reply!(self.request(Request::MirrorStatus).await?, Reply::MirrorStatus(links) => links)
+    }
+
+    /// The regions that pull partitions from the connected node, and how
+    /// far behind each is.
+    pub async fn mirror_followers(&self) -> Result<Vec<MirrorFollowerStatus>, ClientError> {
+        expect_reply!(self.request(Request::MirrorFollowers).await?, Reply::MirrorFollowers(followers) => followers)
     }
 
     /// Appends one batch (low level: [`crate::Producer`] batches for you).

@@ -76,7 +76,8 @@ pub use producer::{Delivery, Producer, ProducerConfig};
 pub use record::{ConsumerRecord, Delivered, ProducerRecord};
 
 pub use meshgate_protocol::{
-    Acks, ErrorCode, GroupDescription, GroupSummary, MemberInfo, MirrorLinkStatus, MirrorRuleSpec,
-    NodeInfo, OffsetSpec, TopicDescription, TopicSettings, TopicSummary, WireError,
+    Acks, ErrorCode, GroupDescription, GroupSummary, MemberInfo, MirrorFollowerStatus,
+    MirrorLinkStatus, MirrorRuleSpec, NodeInfo, OffsetSpec, TopicDescription, TopicSettings,
+    TopicSummary, WireError,
 };
 pub use meshgate_storage::{Durability, Header, OriginCoord, Timestamp};

@@ -8,6 +8,7 @@
 //! | `GET /members` | the cluster's membership as this node sees it |
 //! | `GET /mirror/rules`, `POST /mirror/rules`, `DELETE /mirror/rules/{name}` | mirroring rules (JSON `MirrorRuleSpec`) |
 //! | `GET /mirror/status` | pull links with state and lag |
+//! | `GET /mirror/followers` | regions pulling from this node, and how far behind each is |
 //! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
 //! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
 //! | `GET /metrics` | Prometheus text format |
@@ -58,6 +59,7 @@ pub fn router(node: Arc<Node>) -> Router {
             axum::routing::delete(remove_mirror_rule),
         )
         .route("/mirror/status", get(mirror_status))
+        .route("/mirror/followers", get(mirror_followers))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -156,6 +158,10 @@ async fn remove_mirror_rule(
 
 async fn mirror_status(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(mirror(&node)?.status().await))
+}
+
+async fn mirror_followers(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(mirror(&node)?.followers()))
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -301,6 +301,26 @@ async fn a_killed_region_restarts_from_its_data_and_converges_without_duplicates
         )
         .await;
     }
+    // us-east knows what eu-west lacks while eu-west is away: at least the
+    // 30 records of each partition produced since.
+    let lag_of_eu_west = |gateway: &Gateway| {
+        let node = gateway.node().clone();
+        async move {
+            let Ok(Reply::MirrorFollowers(followers)) = node.handle(Request::MirrorFollowers).await
+            else {
+                panic!("not a followers reply");
+            };
+            followers
+                .iter()
+                .filter(|f| f.region == "eu-west" && f.topic == "events")
+                .flat_map(|f| &f.origins)
+                .filter(|o| o.origin == "us-east")
+                .map(|o| o.lag_records.unwrap_or(0))
+                .collect::<Vec<u64>>()
+        }
+    };
+    let lag = lag_of_eu_west(&gateways[0]).await;
+    assert!(lag.len() == 2 && lag.iter().all(|l| *l >= 30), "{lag:?}");
     let seed = gateways[0].cluster().addresses().gossip.to_string();
     let restarted = Gateway::start(ca.config(root.path(), "euw-1", "eu-west", vec![seed]))
         .await
@@ -330,6 +350,14 @@ async fn a_killed_region_restarts_from_its_data_and_converges_without_duplicates
     assert!(
         converged(&both, "events", &expected, Duration::from_secs(20)).await,
         "both regions converge"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            lag_of_eu_west(&gateways[0]).await == [0, 0]
+        })
+        .await,
+        "caught up: {:?}",
+        lag_of_eu_west(&gateways[0]).await
     );
     for gateway in &gateways {
         for partition in 0..2 {

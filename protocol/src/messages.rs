@@ -66,6 +66,9 @@ pub enum Request {
     ListMirrorRules,
     /// Mirroring links of this node: state, vectors and lag.
     MirrorStatus,
+    /// The regions that pull partitions from this node, and how far behind
+    /// each is (known here even while the link is cut).
+    MirrorFollowers,
 }
 
 impl Request {
@@ -94,6 +97,7 @@ impl Request {
             Self::RemoveMirrorRule(_) => "remove_mirror_rule",
             Self::ListMirrorRules => "list_mirror_rules",
             Self::MirrorStatus => "mirror_status",
+            Self::MirrorFollowers => "mirror_followers",
         }
     }
 }
@@ -144,6 +148,8 @@ pub enum Reply {
     MirrorRules(Vec<MirrorRuleSpec>),
     /// To [`Request::MirrorStatus`].
     MirrorStatus(Vec<MirrorLinkStatus>),
+    /// To [`Request::MirrorFollowers`].
+    MirrorFollowers(Vec<MirrorFollowerStatus>),
 }
 
 /// The version handshake.
@@ -684,6 +690,27 @@ pub struct MirrorLinkStatus {
     /// Records this node never got because retention deleted them first.
     pub gap_records: u64,
     /// Per origin: held, head and lag.
+    pub origins: Vec<OriginLag>,
+}
+
+/// A region pulling a partition from this node, as this node sees it: what
+/// it acknowledged holding against what is held here. Known while the
+/// link is cut, so the lag a partition builds up is visible at its source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorFollowerStatus {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The pulling region.
+    pub region: String,
+    /// Whether it has a pull session open now.
+    pub connected: bool,
+    /// Milliseconds since its last acknowledgement (none since start: `None`).
+    pub last_ack_ms_ago: Option<u64>,
+    /// Per origin held here: `held` is what the follower acknowledged,
+    /// `head` what this node holds, `lag_ms` how long since the follower
+    /// last acknowledged anything while behind.
     pub origins: Vec<OriginLag>,
 }
 

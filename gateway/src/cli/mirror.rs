@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use bytes::Bytes;
-use meshgate_protocol::MirrorRuleSpec;
+use meshgate_protocol::{MirrorFollowerStatus, MirrorLinkStatus, MirrorRuleSpec, OriginLag};
 
 use super::connect::ConnectArgs;
 
@@ -125,39 +125,81 @@ pub(crate) async fn run(connect: &ConnectArgs, command: MirrorCommand) -> anyhow
                 .mirror_status()
                 .await
                 .context("cannot read mirror status")?;
+            let followers = client
+                .mirror_followers()
+                .await
+                .context("cannot read the regions pulling from this node")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&links)?);
+                let both = serde_json::json!({ "links": links, "followers": followers });
+                println!("{}", serde_json::to_string_pretty(&both)?);
                 return Ok(());
             }
-            println!(
-                "{:<20} {:<20} {:>4} {:<10} {:<10} {:>10} {:>6}  LAG (origin: records / ms)",
-                "RULE", "TOPIC", "PART", "SOURCE", "STATE", "PULLED", "GAPS"
-            );
-            for link in links {
-                let lag: Vec<String> = link
-                    .origins
-                    .iter()
-                    .map(|o| {
-                        let records = o.lag_records.map_or("?".to_string(), |r| r.to_string());
-                        format!("{}: {records} / {}", o.origin, o.lag_ms)
-                    })
-                    .collect();
-                println!(
-                    "{:<20} {:<20} {:>4} {:<10} {:<10} {:>10} {:>6}  {}",
-                    link.rule,
-                    link.topic,
-                    link.partition,
-                    link.source_region,
-                    link.state,
-                    link.records_pulled,
-                    link.gap_records,
-                    lag.join(", ")
-                );
-                if let Some(error) = link.error {
-                    println!("    {error}");
-                }
-            }
+            print_links(links);
+            println!();
+            print_followers(followers);
         }
     }
     Ok(())
+}
+
+fn lags(origins: &[OriginLag]) -> String {
+    origins
+        .iter()
+        .map(|o| {
+            let records = o.lag_records.map_or("?".to_string(), |r| r.to_string());
+            format!("{}: {records} / {}", o.origin, o.lag_ms)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What this node pulls, from where, and how far behind it is.
+fn print_links(links: Vec<MirrorLinkStatus>) {
+    println!("PULLED HERE");
+    println!(
+        "{:<20} {:<20} {:>4} {:<10} {:<10} {:>10} {:>6}  LAG (origin: records / ms)",
+        "RULE", "TOPIC", "PART", "SOURCE", "STATE", "PULLED", "GAPS"
+    );
+    for link in links {
+        println!(
+            "{:<20} {:<20} {:>4} {:<10} {:<10} {:>10} {:>6}  {}",
+            link.rule,
+            link.topic,
+            link.partition,
+            link.source_region,
+            link.state,
+            link.records_pulled,
+            link.gap_records,
+            lags(&link.origins)
+        );
+        if let Some(error) = link.error {
+            println!("    {error}");
+        }
+    }
+}
+
+/// The regions pulling from this node and what they lack of what it holds.
+fn print_followers(followers: Vec<MirrorFollowerStatus>) {
+    println!("PULLED FROM HERE");
+    println!(
+        "{:<20} {:>4} {:<10} {:<12} {:>12}  BEHIND (origin: records / ms)",
+        "TOPIC", "PART", "REGION", "STATE", "LAST ACK"
+    );
+    for follower in followers {
+        println!(
+            "{:<20} {:>4} {:<10} {:<12} {:>12}  {}",
+            follower.topic,
+            follower.partition,
+            follower.region,
+            if follower.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            follower
+                .last_ack_ms_ago
+                .map_or("never".to_string(), |ms| format!("{ms} ms ago")),
+            lags(&follower.origins)
+        );
+    }
 }

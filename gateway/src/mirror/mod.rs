@@ -174,6 +174,8 @@ struct AckBook {
     commits: BTreeMap<PartitionKey, BTreeMap<RegionId, u64>>,
     /// Pulling regions with a live session, per partition.
     sessions: BTreeMap<PartitionKey, BTreeMap<RegionId, usize>>,
+    /// When each pulling region last acknowledged, per partition.
+    acked_at: BTreeMap<PartitionKey, BTreeMap<RegionId, tokio::time::Instant>>,
 }
 
 /// Mirroring on one node.
@@ -314,6 +316,10 @@ impl Mirror {
             .entry(region.clone())
             .or_default();
         *acked = (*acked).max(commits_through);
+        book.acked_at
+            .entry(key.clone())
+            .or_default()
+            .insert(region.clone(), tokio::time::Instant::now());
         drop(book);
         self.bump_book();
     }

@@ -11,7 +11,8 @@ use meshgate_federation::mirror::{
     MirrorFilter, MirrorRule, RULE_KEY_PREFIX, TopicPattern, Topology,
 };
 use meshgate_protocol::{
-    ErrorCode, MirrorLinkStatus, MirrorRuleSpec, OriginLag, TopicSettings, WireError,
+    ErrorCode, MirrorFollowerStatus, MirrorLinkStatus, MirrorRuleSpec, OriginLag, TopicSettings,
+    WireError,
 };
 use meshgate_storage::{OriginStream, RegionId, VersionVector};
 use serde::{Deserialize, Serialize};
@@ -272,6 +273,53 @@ impl Mirror {
                 gap_records: 0,
                 origins: Vec::new(),
             });
+        }
+        result
+    }
+
+    /// Every region that pulled a partition from this node since start:
+    /// what it acknowledged against what is held here, connected or not.
+    pub fn followers(&self) -> Vec<MirrorFollowerStatus> {
+        let Some(node) = self.node() else {
+            return Vec::new();
+        };
+        let now = tokio::time::Instant::now();
+        let book = self.book.lock();
+        let mut result = Vec::new();
+        for (key, regions) in &book.vectors {
+            let held = held_vector(&node, key);
+            for (region, acked) in regions {
+                let last_ack = book
+                    .acked_at
+                    .get(key)
+                    .and_then(|at| at.get(region))
+                    .map(|at| now.saturating_duration_since(*at).as_millis() as u64);
+                let origins = held
+                    .iter()
+                    .map(|(origin, count)| {
+                        let theirs = acked.get(origin);
+                        let behind = count > theirs;
+                        OriginLag {
+                            origin: origin.region.to_string(),
+                            held: theirs,
+                            head: Some(count),
+                            lag_records: Some(count.saturating_sub(theirs)),
+                            lag_ms: if behind { last_ack.unwrap_or(0) } else { 0 },
+                        }
+                    })
+                    .collect();
+                result.push(MirrorFollowerStatus {
+                    topic: key.topic.clone(),
+                    partition: key.partition,
+                    region: region.to_string(),
+                    connected: book
+                        .sessions
+                        .get(key)
+                        .is_some_and(|sessions| sessions.contains_key(region)),
+                    last_ack_ms_ago: last_ack,
+                    origins,
+                });
+            }
         }
         result
     }
