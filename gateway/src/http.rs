@@ -161,7 +161,7 @@ async fn mirror_status(State(node): State<Arc<Node>>) -> Result<impl IntoRespons
 }
 
 async fn mirror_followers(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(mirror(&node)?.followers()))
+    Ok(axum::Json(mirror(&node)?.followers().await))
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

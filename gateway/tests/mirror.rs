@@ -319,6 +319,25 @@ async fn a_killed_region_restarts_from_its_data_and_converges_without_duplicates
                 .collect::<Vec<u64>>()
         }
     };
+    let eu_west_connected = |gateway: &Gateway| {
+        let node = gateway.node().clone();
+        async move {
+            let Ok(Reply::MirrorFollowers(followers)) = node.handle(Request::MirrorFollowers).await
+            else {
+                panic!("not a followers reply");
+            };
+            followers
+                .iter()
+                .any(|f| f.region == "eu-west" && f.connected)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !eu_west_connected(&gateways[0]).await
+        })
+        .await,
+        "the killed region shows as disconnected"
+    );
     let lag = lag_of_eu_west(&gateways[0]).await;
     assert!(lag.len() == 2 && lag.iter().all(|l| *l >= 30), "{lag:?}");
     let seed = gateways[0].cluster().addresses().gossip.to_string();

@@ -704,7 +704,8 @@ pub struct MirrorFollowerStatus {
     pub partition: u32,
     /// The pulling region.
     pub region: String,
-    /// Whether it has a pull session open now.
+    /// Whether it has a pull session open and the membership holds the
+    /// region alive.
     pub connected: bool,
     /// Milliseconds since its last acknowledgement (none since start: `None`).
     pub last_ack_ms_ago: Option<u64>,

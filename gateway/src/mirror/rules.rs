@@ -279,10 +279,23 @@ impl Mirror {
 
     /// Every region that pulled a partition from this node since start:
     /// what it acknowledged against what is held here, connected or not.
-    pub fn followers(&self) -> Vec<MirrorFollowerStatus> {
+    /// A region counts as connected while it has a session open and the
+    /// membership holds one of its nodes alive (a cut link keeps its
+    /// session until the transport times out).
+    pub async fn followers(&self) -> Vec<MirrorFollowerStatus> {
         let Some(node) = self.node() else {
             return Vec::new();
         };
+        let alive: BTreeSet<RegionId> = self
+            .cluster
+            .membership()
+            .members()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|member| !member.local && member.state.is_active())
+            .map(|member| member.id.region().clone())
+            .collect();
         let now = tokio::time::Instant::now();
         let book = self.book.lock();
         let mut result = Vec::new();
@@ -312,10 +325,11 @@ impl Mirror {
                     topic: key.topic.clone(),
                     partition: key.partition,
                     region: region.to_string(),
-                    connected: book
-                        .sessions
-                        .get(key)
-                        .is_some_and(|sessions| sessions.contains_key(region)),
+                    connected: alive.contains(region)
+                        && book
+                            .sessions
+                            .get(key)
+                            .is_some_and(|sessions| sessions.contains_key(region)),
                     last_ack_ms_ago: last_ack,
                     origins,
                 });

@@ -78,9 +78,9 @@ impl Node {
             Request::MirrorStatus => {
                 Ok(Reply::MirrorStatus(self.mirror_or_error()?.status().await))
             }
-            Request::MirrorFollowers => {
-                Ok(Reply::MirrorFollowers(self.mirror_or_error()?.followers()))
-            }
+            Request::MirrorFollowers => Ok(Reply::MirrorFollowers(
+                self.mirror_or_error()?.followers().await,
+            )),
         }
     }
 
