@@ -20,6 +20,10 @@ fn run(program: &Path, args: &[&str], limit: Duration) -> String {
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test bounds a child process in wall time"
+    )]
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
