@@ -35,7 +35,12 @@ compose_file=$here/compose/docker-compose.yml
 export MESHGATE_IMAGE=$image
 results=$(mktemp)
 workdir=$(mktemp -d)
-dc() { "$compose_bin" -p "$project" -f "$compose_file" "$@"; }
+# The test's network gets a subnet of its own choosing (one Docker picks
+# for a probe network) so that step 4 can reconnect ap-south at the address
+# it had: a gateway advertises the address it resolved at start, and Docker
+# hands a reconnected container the next free one otherwise.
+override=$workdir/network.yml
+dc() { "$compose_bin" -p "$project" -f "$compose_file" -f "$override" "$@"; }
 teardown() {
     local status=$?
     set +e
@@ -49,6 +54,12 @@ teardown() {
     exit "$status"
 }
 trap teardown EXIT
+
+probe=${project}_probe
+docker network create "$probe" >/dev/null
+subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$probe")
+docker network rm "$probe" >/dev/null
+printf 'version: "2.4"\nnetworks:\n  mesh:\n    ipam:\n      config:\n        - subnet: %s\n' "$subnet" >"$override"
 
 started=$(date +%s.%N)
 step_start=$started
@@ -78,7 +89,7 @@ container() { dc ps -q "$1"; }
 profile=${MESHGATE_IMAGE_PROFILE:-compose}
 MESHGATE_PROFILE=$profile "$here/build-image.sh" "$image" | tee "$workdir/image.txt"
 MESHGATE="$root/target/x86_64-unknown-linux-gnu/$profile/meshgate" "$here/compose/setup.sh" >/dev/null
-check "build the image and certificates ($(grep -o '([0-9]* MiB)' "$workdir/image.txt"))"
+check "build the image and certificates ($(grep -o '[0-9]* MiB' "$workdir/image.txt"))"
 
 # ---- 1. three regions see each other alive ----------------------------------
 up_started=$(date +%s.%N)
@@ -139,6 +150,7 @@ check "3. group failover eu-west -> us-east: $total delivered once each"
 # ---- 4. ap-south cut off while both sides write; lag shown; reconnect ------
 network=${project}_mesh
 ap=$(container ap-south)
+ap_ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$ap")
 docker network disconnect "$network" "$ap"
 seq 1 20 | sed 's/^/us-cut-/' | mg us-east produce orders >/dev/null
 seq 1 20 | sed 's/^/ap-cut-/' | mg ap-south produce orders >/dev/null
@@ -152,7 +164,7 @@ ap_south_lag() {
 }
 wait_for 30 ap_south_lag || fail "mirror status never showed ap-south's lag"
 mg us-east mirror status >"$workdir/status-cut.txt"
-docker network connect --alias ap-south "$network" "$ap"
+docker network connect --ip "$ap_ip" --alias ap-south "$network" "$ap"
 total=$(( total + 40 ))
 for region in us-east ap-south; do
     wait_for 90 holds "$region" "$total" || fail "$region did not converge to $total after the cut"
