@@ -63,6 +63,46 @@ impl Queues {
         self.rules().await
     }
 
+    fn rules_path(&self) -> std::path::PathBuf {
+        self.dir.join("rules.json")
+    }
+
+    fn load_saved_rules(&self) -> Vec<QueueSpec> {
+        let path = self.rules_path();
+        if !self.fs.exists(&path) {
+            return Vec::new();
+        }
+        let read = self
+            .fs
+            .open(&path, meshgate_storage::OpenMode::Existing)
+            .and_then(|file| file.read_all())
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice::<Vec<QueueSpec>>(&bytes).map_err(|error| error.to_string())
+            });
+        match read {
+            Ok(rules) => rules,
+            Err(error) => {
+                tracing::error!(target: "meshgate::queues", path = %path.display(), %error, "saved dispatch rules unreadable; ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keeps the rules this node knows, for its next start.
+    fn save_rules(&self, rules: &[QueueSpec]) {
+        let path = self.rules_path();
+        // Plain structs of strings and numbers always encode.
+        let bytes = serde_json::to_vec_pretty(rules).expect("rules encode");
+        let result = self
+            .fs
+            .create_dir_all(&self.dir)
+            .and_then(|()| meshgate_storage::fs::write_atomically(&*self.fs, &path, &bytes));
+        if let Err(error) = result {
+            tracing::error!(target: "meshgate::queues", path = %path.display(), %error, "cannot save dispatch rules");
+        }
+    }
+
     /// Removes a rule (and, on every node, its queue and state).
     pub async fn delete_queue(&self, name: &str) -> Result<Vec<QueueSpec>, WireError> {
         if !self.rules().await?.iter().any(|spec| spec.name == name) {
@@ -94,11 +134,17 @@ impl Queues {
             .collect())
     }
 
-    /// Publishes the configuration file's rules that the cluster does not
-    /// hold as written.
+    /// Publishes the rules this node knew before it stopped (kept in
+    /// `queues/rules.json`: the cluster configuration lives in memory, so a
+    /// lone node would forget them) and the configuration file's rules,
+    /// unless the cluster holds them already. A rule deleted elsewhere
+    /// while this node was down stays deleted: the delete's tombstone has
+    /// a higher version than this node's write and wins once gossip syncs.
     async fn publish_configured(&self) {
         let known = self.rules().await.unwrap_or_default();
-        for spec in &self.config.rules {
+        let mut wanted = self.load_saved_rules();
+        wanted.extend(self.config.rules.iter().cloned());
+        for spec in &wanted {
             if known.contains(spec) {
                 continue;
             }
@@ -115,6 +161,13 @@ impl Queues {
         let Ok(rules) = self.rules().await else {
             return;
         };
+        if self.restored.load(std::sync::atomic::Ordering::Acquire) {
+            let mut saved = self.saved_rules.lock();
+            if *saved != rules {
+                self.save_rules(&rules);
+                saved.clone_from(&rules);
+            }
+        }
         let wanted: BTreeMap<String, QueueSpec> = rules
             .into_iter()
             .map(|spec| (spec.name.clone(), spec))
@@ -253,6 +306,9 @@ impl Queues {
 /// every `reconcile_ms`.
 pub(super) async fn reconcile_loop(queues: Arc<Queues>) {
     queues.publish_configured().await;
+    queues
+        .restored
+        .store(true, std::sync::atomic::Ordering::Release);
     let mut events = queues.cluster.membership().subscribe();
     let period = Duration::from_millis(queues.config.reconcile_ms);
     loop {

@@ -205,6 +205,11 @@ pub struct Queues {
     pub(super) rng: Mutex<SmallRng>,
     pub(super) reconciling: tokio::sync::Mutex<()>,
     pub(super) kick: Notify,
+    /// Set once the rules saved before a restart were published again;
+    /// until then the saved copy is not overwritten.
+    pub(super) restored: std::sync::atomic::AtomicBool,
+    /// The rules as last saved to `rules.json`.
+    pub(super) saved_rules: Mutex<Vec<QueueSpec>>,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -258,6 +263,8 @@ impl Queues {
             rng: Mutex::new(SmallRng::seed_from_u64(node.clock().now_ms())),
             reconciling: tokio::sync::Mutex::new(()),
             kick: Notify::new(),
+            restored: std::sync::atomic::AtomicBool::new(false),
+            saved_rules: Mutex::new(Vec::new()),
             shutdown,
         });
         tokio::spawn(super::rules::reconcile_loop(queues.clone()));
