@@ -41,8 +41,13 @@ pub struct Domain {
     main: Queue,
     dead: Queue,
     dropped: u64,
-    /// Changed since the last [`Domain::take_dirty`].
+    /// Changed in a way that must be written soon (acks, dead letters,
+    /// redrives, new partitions) since the last [`Domain::take_dirty`].
     dirty: bool,
+    /// The floor moved past records not routed here since the last
+    /// [`Domain::take_changed`]: worth writing now and then (a restart
+    /// re-reads less), never urgent (re-reading them is harmless).
+    changed: bool,
 }
 
 impl Domain {
@@ -66,6 +71,7 @@ impl Domain {
             main: Queue::restore(options, main_base, state.main, now_ms),
             dropped: state.dropped,
             dirty: false,
+            changed: false,
         }
     }
 
@@ -98,9 +104,17 @@ impl Domain {
         }
     }
 
-    /// True (once) when the state changed since the last call.
+    /// True (once) when the state changed in a way that must be written
+    /// soon since the last call.
     pub fn take_dirty(&mut self) -> bool {
+        self.changed &= !self.dirty;
         std::mem::take(&mut self.dirty)
+    }
+
+    /// True (once) when anything changed since the last call of this or
+    /// [`Domain::take_dirty`] that returned true.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed) | std::mem::take(&mut self.dirty)
     }
 
     /// Counters and gauges of one side; `dropped` is the dead letters lost
@@ -129,7 +143,7 @@ impl Domain {
     /// See [`Queue::handle_skipped`].
     pub fn handle_skipped(&mut self, partition: u32, start: u64, end: u64) {
         self.main.handle_skipped(partition, start, end);
-        self.dirty = true;
+        self.changed = true;
     }
 
     /// See [`Queue::handle_receive`].
@@ -210,12 +224,12 @@ impl Domain {
             message.not_before_ms = now_ms;
             self.main.handle_explicit(now_ms, message);
         }
+        self.dirty |= moved > 0;
         self.settle_dead(now_ms);
         moved
     }
 
     fn side(&mut self, side: Side) -> &mut Queue {
-        self.dirty = true;
         match side {
             Side::Main => &mut self.main,
             Side::Dead => &mut self.dead,

@@ -42,6 +42,10 @@ use crate::node::Node;
 
 /// Most messages one receive returns.
 pub const RECEIVE_COUNT_MAX: u32 = 1_000;
+/// A queue whose floor only moved past records it does not take is
+/// written at most this often, in ms (re-reading them after a crash is
+/// harmless, only slower).
+const LAZY_WRITE_MS: u64 = 5_000;
 /// Most leases one settle request carries.
 pub const SETTLE_LEASES_MAX: usize = 10_000;
 
@@ -121,6 +125,8 @@ pub(super) struct Slot {
     pub(super) filter: Filter,
     pub(super) domain: Domain,
     rate: RateWindow,
+    /// When the state file was last written (ms since the epoch).
+    written_ms: u64,
     /// Per partition, the offset after the last record routed here since
     /// the queue opened (in memory: after a restart routing resumes at the
     /// ack floor, and routing the same record twice is harmless).
@@ -174,6 +180,7 @@ impl QueueHandle {
                 filter,
                 domain,
                 rate: RateWindow::default(),
+                written_ms: 0,
                 routed_to: BTreeMap::new(),
             }),
             notify: Notify::new(),
@@ -528,7 +535,9 @@ impl Queues {
                 rate.since_ms = now_ms;
                 rate.delivered = delivered;
             }
-            if slot.domain.take_dirty() || force {
+            let due = now_ms.saturating_sub(slot.written_ms) >= LAZY_WRITE_MS;
+            if slot.domain.take_dirty() || force || (due && slot.domain.take_changed()) {
+                slot.written_ms = now_ms;
                 let mut state = slot.domain.state();
                 state.topic_incarnation = handle.incarnation;
                 writes.push((handle.path.clone(), state));
