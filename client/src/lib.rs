@@ -66,6 +66,7 @@ mod consumer;
 mod error;
 mod nearest;
 mod producer;
+mod queues;
 mod record;
 
 pub use client::Client;
@@ -77,7 +78,8 @@ pub use record::{ConsumerRecord, Delivered, ProducerRecord};
 
 pub use meshgate_protocol::{
     Acks, ErrorCode, GroupDescription, GroupSummary, MemberInfo, MirrorFollowerStatus,
-    MirrorLinkStatus, MirrorRuleSpec, NodeInfo, OffsetSpec, TopicDescription, TopicSettings,
-    TopicSummary, WireError,
+    MirrorLinkStatus, MirrorRuleSpec, NodeInfo, OffsetSpec, QueueDescription, QueueMessage,
+    QueueOptions, QueueSpec, SettleAction, TopicDescription, TopicSettings, TopicSummary,
+    WireError,
 };
 pub use meshgate_storage::{Durability, Header, OriginCoord, Timestamp};

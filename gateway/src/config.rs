@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub groups: GroupConfig,
     /// Cross-region mirroring.
     pub mirror: MirrorConfig,
+    /// Dispatch queues: flush policy, hot-record cache, rules; see
+    /// `queues::QueuesConfig`.
+    pub queues: crate::queues::QueuesConfig,
     /// How often retention runs, in milliseconds. Default 60 000; 1 000..=86 400 000.
     pub retention_check_ms: u64,
     /// How long a graceful shutdown waits for in-flight requests, in
@@ -96,6 +99,7 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             groups: GroupConfig::default(),
             mirror: MirrorConfig::default(),
+            queues: crate::queues::QueuesConfig::default(),
             retention_check_ms: 60_000,
             shutdown_grace_ms: 10_000,
         }
@@ -415,6 +419,9 @@ impl GatewayConfig {
         self.mirror
             .validate()
             .map_err(|problem| invalid("mirror", problem))?;
+        self.queues
+            .validate()
+            .map_err(|problem| invalid("queues", problem))?;
         self.groups
             .validate()
             .map_err(|error| invalid("groups", error.to_string()))?;

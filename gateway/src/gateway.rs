@@ -192,6 +192,8 @@ impl Gateway {
         let node = Arc::new(node);
         let mirror = Mirror::start(&node, cluster.clone(), shutdown.clone());
         node.set_mirror(mirror);
+        let queues = crate::queues::Queues::start(&node, cluster.clone(), shutdown.clone());
+        node.set_queues(queues);
         let mut tasks = vec![
             tokio::spawn(server::serve(node.clone(), endpoint, shutdown.clone())),
             tokio::spawn(retention_loop(node.clone(), shutdown.clone())),

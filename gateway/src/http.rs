@@ -11,6 +11,8 @@
 //! | `GET /mirror/followers` | regions pulling from this node, and how far behind each is |
 //! | `GET /topics`, `GET /topics/{name}` | topic list, one topic with partitions |
 //! | `GET /groups`, `GET /groups/{name}` | group list, one group with offsets and lag |
+//! | `GET /queues`, `POST /queues`, `GET /queues/{name}`, `DELETE /queues/{name}` | dispatch rules (JSON `QueueSpec`); one queue with its figures (`NAME.dlq` for its dead letters) |
+//! | `POST /queues/{name}/redrive` | moves the queue's dead letters back; answers how many moved |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /` | the web console |
 
@@ -60,6 +62,9 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/mirror/status", get(mirror_status))
         .route("/mirror/followers", get(mirror_followers))
+        .route("/queues", get(queues).post(create_queue))
+        .route("/queues/{name}", get(queue).delete(delete_queue))
+        .route("/queues/{name}/redrive", axum::routing::post(redrive_queue))
         .route("/metrics", get(metrics))
         .with_state(node)
 }
@@ -70,8 +75,10 @@ struct ApiError(WireError);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
-            ErrorCode::UnknownTopic => StatusCode::NOT_FOUND,
-            ErrorCode::InvalidName | ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            ErrorCode::UnknownTopic | ErrorCode::UnknownQueue => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidName | ErrorCode::InvalidArgument | ErrorCode::InvalidFilter => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorCode::Busy | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -162,6 +169,62 @@ async fn mirror_status(State(node): State<Arc<Node>>) -> Result<impl IntoRespons
 
 async fn mirror_followers(State(node): State<Arc<Node>>) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(mirror(&node)?.followers().await))
+}
+
+/// Answers a queue request through the node's dispatcher.
+async fn queue_request(
+    node: &Node,
+    request: meshgate_protocol::Request,
+) -> Result<Response, ApiError> {
+    use meshgate_protocol::Reply;
+    Ok(match node.handle(request).await.map_err(ApiError)? {
+        Reply::Queues(specs) => axum::Json(specs).into_response(),
+        Reply::Queue(description) => axum::Json(description).into_response(),
+        Reply::Redriven(moved) => axum::Json(json!({ "moved": moved })).into_response(),
+        other => ApiError(WireError::new(
+            ErrorCode::Internal,
+            format!("unexpected reply {other:?}"),
+        ))
+        .into_response(),
+    })
+}
+
+async fn queues(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    queue_request(&node, meshgate_protocol::Request::ListQueues).await
+}
+
+async fn create_queue(
+    State(node): State<Arc<Node>>,
+    axum::Json(spec): axum::Json<meshgate_protocol::QueueSpec>,
+) -> Result<Response, ApiError> {
+    queue_request(&node, meshgate_protocol::Request::CreateQueue(spec)).await
+}
+
+async fn queue(
+    State(node): State<Arc<Node>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    let request = meshgate_protocol::Request::DescribeQueue(meshgate_protocol::QueueName { queue });
+    queue_request(&node, request).await
+}
+
+async fn delete_queue(
+    State(node): State<Arc<Node>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    let request = meshgate_protocol::Request::DeleteQueue(meshgate_protocol::QueueName { queue });
+    queue_request(&node, request).await
+}
+
+async fn redrive_queue(
+    State(node): State<Arc<Node>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    let request = meshgate_protocol::Request::Redrive(meshgate_protocol::Redrive {
+        queue,
+        count_max: None,
+    });
+    queue_request(&node, request).await
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {

@@ -11,6 +11,7 @@
 //!   positions (as version vectors).
 //! - [`groups`]: the consumer-group coordinator.
 //! - [`mirror`]: cross-region mirroring, commit forwarding, group leases.
+//! - [`queues`]: dispatch queues fed from hot topics.
 //! - [`gateway`]: a running node with its listeners, started and stopped as one.
 //! - [`server`]: the QUIC client listener; [`tls`]: the node's certificates.
 //! - [`kafka`]: the Apache Kafka wire-protocol listener.
@@ -35,6 +36,7 @@ pub mod net;
 pub mod node;
 pub mod offsets;
 pub mod produce;
+pub mod queues;
 pub mod server;
 pub mod tls;
 pub mod topics;

@@ -102,6 +102,38 @@ pub struct Snapshot {
     pub peer_link_events: Family<EventLabels, Gauge>,
     /// Gossip packets dropped, by reason.
     pub gossip_dropped: Family<EventLabels, Gauge>,
+    /// Messages waiting per dispatch queue.
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    /// Messages leased and not settled per dispatch queue.
+    pub queue_in_flight: Family<QueueLabels, Gauge>,
+    /// Age of the oldest message per dispatch queue, in ms.
+    pub queue_oldest_age_ms: Family<QueueLabels, Gauge>,
+    /// Deliveries per dispatch queue since start.
+    pub queue_delivered: Family<QueueLabels, Gauge>,
+    /// Redeliveries per dispatch queue since start.
+    pub queue_redeliveries: Family<QueueLabels, Gauge>,
+    /// Messages moved to the dead-letter queue since start.
+    pub queue_dead_lettered: Family<QueueLabels, Gauge>,
+    /// Messages in each dead-letter queue.
+    pub queue_dead_letter_depth: Family<QueueLabels, Gauge>,
+    /// Deliveries per second over the last second or so.
+    pub queue_delivery_rate: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Records read from source logs by dispatchers and for deliveries.
+    pub queue_log_reads: Family<ReadLabels, Gauge>,
+}
+
+/// Labels of a dispatch queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// The queue.
+    pub queue: String,
+}
+
+/// Who read records from a log.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// `dispatch` or `delivery`.
+    pub reader: String,
 }
 
 /// Labels of a pull link.
@@ -241,6 +273,51 @@ impl Metrics {
             "gossip_dropped_packets",
             "Gossip packets dropped since start, by reason",
             snapshot.gossip_dropped,
+        );
+        registry.register(
+            "queue_depth",
+            "Messages waiting per dispatch queue",
+            snapshot.queue_depth,
+        );
+        registry.register(
+            "queue_in_flight",
+            "Messages leased and not settled per dispatch queue",
+            snapshot.queue_in_flight,
+        );
+        registry.register(
+            "queue_oldest_age_ms",
+            "Age of the oldest message per dispatch queue, in milliseconds",
+            snapshot.queue_oldest_age_ms,
+        );
+        registry.register(
+            "queue_delivered",
+            "Deliveries per dispatch queue since start",
+            snapshot.queue_delivered,
+        );
+        registry.register(
+            "queue_redeliveries",
+            "Deliveries that were not the first, per dispatch queue since start",
+            snapshot.queue_redeliveries,
+        );
+        registry.register(
+            "queue_dead_lettered",
+            "Messages moved to the dead-letter queue since start",
+            snapshot.queue_dead_lettered,
+        );
+        registry.register(
+            "queue_dead_letter_depth",
+            "Messages in each queue's dead-letter queue",
+            snapshot.queue_dead_letter_depth,
+        );
+        registry.register(
+            "queue_delivery_rate",
+            "Deliveries per second per dispatch queue, over about a second",
+            snapshot.queue_delivery_rate,
+        );
+        registry.register(
+            "queue_log_reads",
+            "Records read from source logs for dispatch queues, by reader",
+            snapshot.queue_log_reads,
         );
         let mut text = String::new();
         if let Err(error) = encode(&mut text, &registry) {

@@ -365,3 +365,84 @@ fn serve_with_a_bad_config_exits_non_zero_naming_the_key() {
     let env = serve("", Some(("MESHGATE_RETENTION_CHECK_MS", "soon")));
     assert!(env.contains("retention_check_ms"), "{env}");
 }
+
+#[test]
+fn cli_queue_commands_create_consume_nack_redrive_describe_and_delete() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = Node::start(dir.path());
+    node.ok(&["topic", "create", "orders", "--partitions", "1"], "");
+    let created = node.ok(
+        &[
+            "queue",
+            "create",
+            "orders.inventory",
+            "--topic",
+            "orders",
+            "--tags",
+            "created || paid",
+            "--max-attempts",
+            "1",
+        ],
+        "",
+    );
+    assert!(created.contains("orders.inventory"), "{created}");
+    let refused = node.fails(&["queue", "create", "q", "--topic", "orders", "--tags", "a |"]);
+    assert!(refused.contains("InvalidFilter"), "{refused}");
+    node.ok(
+        &["produce", "orders", "--header", "tags=created"],
+        "one\ntwo\n",
+    );
+    node.ok(
+        &[
+            "produce",
+            "orders",
+            "--header",
+            "tags=shipped",
+            "--value",
+            "skip",
+        ],
+        "",
+    );
+    let first = node.ok(
+        &["queue", "consume", "orders.inventory", "--count", "1"],
+        "",
+    );
+    assert_eq!(first.trim(), "one");
+    // One attempt only: a nack dead-letters it.
+    let second = node.ok(
+        &[
+            "queue",
+            "consume",
+            "orders.inventory",
+            "--count",
+            "1",
+            "--nack",
+        ],
+        "",
+    );
+    assert_eq!(second.trim(), "two");
+    let dead = node.ok(
+        &[
+            "queue",
+            "consume",
+            "orders.inventory.dlq",
+            "--count",
+            "5",
+            "--nack",
+            "--wait-ms",
+            "300",
+            "--json",
+        ],
+        "",
+    );
+    assert!(dead.contains("\"value\":\"two\""), "{dead}");
+    let described = node.ok(&["queue", "describe", "orders.inventory"], "");
+    assert!(described.contains("dead-lettered      1"), "{described}");
+    let redriven = node.ok(&["queue", "redrive", "orders.inventory"], "");
+    assert!(redriven.contains("moved 1 "), "{redriven}");
+    node.ok(&["queue", "list"], "");
+    let deleted = node.ok(&["queue", "delete", "orders.inventory"], "");
+    assert!(!deleted.contains("orders.inventory"), "{deleted}");
+    let unknown = node.fails(&["queue", "describe", "orders.inventory"]);
+    assert!(unknown.contains("UnknownQueue"), "{unknown}");
+}

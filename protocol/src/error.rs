@@ -57,6 +57,14 @@ pub enum ErrorCode {
     Fenced = 23,
     /// A bug or an unexpected failure on the node.
     Internal = 24,
+    /// The dispatch queue (or dead-letter queue) does not exist.
+    UnknownQueue = 25,
+    /// No message is leased under this id (already settled, or never issued).
+    UnknownLease = 26,
+    /// The lease ran out before the ack or nack; the message is delivered again.
+    LeaseExpired = 27,
+    /// A dispatch filter does not parse (the message says where and why).
+    InvalidFilter = 28,
 }
 
 impl ErrorCode {
@@ -98,6 +106,10 @@ impl ErrorCode {
             22 => Self::ShuttingDown,
             23 => Self::Fenced,
             24 => Self::Internal,
+            25 => Self::UnknownQueue,
+            26 => Self::UnknownLease,
+            27 => Self::LeaseExpired,
+            28 => Self::InvalidFilter,
             _ => Self::Unknown,
         }
     }
@@ -191,7 +203,7 @@ mod tests {
             }
         }
         assert_eq!(
-            known, 22,
+            known, 26,
             "every code but Unknown maps back from its number"
         );
         assert_eq!(ErrorCode::from_number(9999), ErrorCode::Unknown);

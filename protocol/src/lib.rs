@@ -23,7 +23,9 @@ pub mod error;
 pub mod frame;
 pub mod messages;
 pub mod partition;
+pub mod queues;
 
 pub use error::{ErrorCode, ProtocolError, WireError};
 pub use messages::*;
 pub use partition::{murmur2, partition_for_key};
+pub use queues::*;

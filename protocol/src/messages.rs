@@ -69,6 +69,21 @@ pub enum Request {
     /// The regions that pull partitions from this node, and how far behind
     /// each is (known here even while the link is cut).
     MirrorFollowers,
+    /// Adds or replaces a dispatch rule (a queue fed from a topic; spread
+    /// to every node).
+    CreateQueue(crate::queues::QueueSpec),
+    /// Removes a dispatch rule and its queue.
+    DeleteQueue(crate::queues::QueueName),
+    /// Lists dispatch rules.
+    ListQueues,
+    /// A queue's rule and figures.
+    DescribeQueue(crate::queues::QueueName),
+    /// Leases messages of a queue.
+    Receive(crate::queues::Receive),
+    /// Acks, nacks or extends leased messages.
+    Settle(crate::queues::Settle),
+    /// Moves dead letters back into their queue.
+    Redrive(crate::queues::Redrive),
 }
 
 impl Request {
@@ -98,6 +113,13 @@ impl Request {
             Self::ListMirrorRules => "list_mirror_rules",
             Self::MirrorStatus => "mirror_status",
             Self::MirrorFollowers => "mirror_followers",
+            Self::CreateQueue(_) => "create_queue",
+            Self::DeleteQueue(_) => "delete_queue",
+            Self::ListQueues => "list_queues",
+            Self::DescribeQueue(_) => "describe_queue",
+            Self::Receive(_) => "receive",
+            Self::Settle(_) => "settle",
+            Self::Redrive(_) => "redrive",
         }
     }
 }
@@ -150,6 +172,18 @@ pub enum Reply {
     MirrorStatus(Vec<MirrorLinkStatus>),
     /// To [`Request::MirrorFollowers`].
     MirrorFollowers(Vec<MirrorFollowerStatus>),
+    /// To [`Request::CreateQueue`], [`Request::DeleteQueue`] and
+    /// [`Request::ListQueues`]: the rules after the change.
+    Queues(Vec<crate::queues::QueueSpec>),
+    /// To [`Request::DescribeQueue`].
+    Queue(crate::queues::QueueDescription),
+    /// To [`Request::Receive`]: the leased messages (none when the wait ran out).
+    Messages(Vec<crate::queues::QueueMessage>),
+    /// To [`Request::Settle`]: per lease, in order, `None` when settled or
+    /// the typed error (`UnknownLease`, `LeaseExpired`).
+    Settled(Vec<Option<WireError>>),
+    /// To [`Request::Redrive`]: how many dead letters moved back.
+    Redriven(u64),
 }
 
 /// The version handshake.

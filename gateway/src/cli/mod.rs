@@ -14,6 +14,7 @@ mod health;
 mod members;
 mod mirror;
 mod produce;
+mod queue;
 mod serve;
 mod topic;
 
@@ -58,6 +59,10 @@ enum Command {
     /// Mirroring rules between regions, and this gateway's pull links.
     #[command(subcommand)]
     Mirror(mirror::MirrorCommand),
+    /// Dispatch queues fed from a topic: create, list, describe, delete,
+    /// consume (with leases, ack or nack), redrive dead letters.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Create the cluster CA and node certificates; share a dev CA.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -89,6 +94,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command)?,
         Command::Members(args) => members::run(&connect, args).await?,
         Command::Mirror(command) => mirror::run(&connect, command).await?,
+        Command::Queue(command) => queue::run(&connect, command).await?,
         Command::Topic(command) => topic::run(&connect, command).await?,
         Command::Produce(args) => produce::run(&connect, args).await?,
         Command::Consume(args) => consume::run(&connect, args).await?,

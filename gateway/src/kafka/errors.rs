@@ -47,6 +47,14 @@ pub fn from_wire(error: &WireError, context: Context) -> ResponseError {
         (ErrorCode::Fenced, _) => K::FencedInstanceId,
         (ErrorCode::UnsupportedVersion, _) => K::UnsupportedVersion,
         (ErrorCode::MalformedFrame | ErrorCode::HandshakeRequired, _) => K::InvalidRequest,
+        // Dispatch queues have no Kafka API; these never reach a Kafka client.
+        (
+            ErrorCode::UnknownQueue
+            | ErrorCode::UnknownLease
+            | ErrorCode::LeaseExpired
+            | ErrorCode::InvalidFilter,
+            _,
+        ) => K::InvalidRequest,
         (ErrorCode::Internal | ErrorCode::Unknown, _) => K::UnknownServerError,
     }
 }

@@ -1,8 +1,8 @@
 //! Dispatch of client requests to the node's parts.
 
 use meshgate_protocol::{
-    Acks, CreateTopic, ErrorCode, GroupName, Produce, Reply, Request, Response, RuleName,
-    TopicName, WireError,
+    Acks, CreateTopic, ErrorCode, GroupName, Produce, QueueName, Reply, Request, Response,
+    RuleName, TopicName, WireError,
 };
 use meshgate_storage::OriginStream;
 
@@ -81,7 +81,40 @@ impl Node {
             Request::MirrorFollowers => Ok(Reply::MirrorFollowers(
                 self.mirror_or_error()?.followers().await,
             )),
+            Request::CreateQueue(spec) => self
+                .queues_or_error()?
+                .create_queue(spec)
+                .await
+                .map(Reply::Queues),
+            Request::DeleteQueue(QueueName { queue }) => self
+                .queues_or_error()?
+                .delete_queue(&queue)
+                .await
+                .map(Reply::Queues),
+            Request::ListQueues => self.queues_or_error()?.rules().await.map(Reply::Queues),
+            Request::DescribeQueue(QueueName { queue }) => {
+                self.queues_or_error()?.describe(&queue).map(Reply::Queue)
+            }
+            Request::Receive(receive) => self
+                .queues_or_error()?
+                .receive(receive)
+                .await
+                .map(Reply::Messages),
+            Request::Settle(settle) => self.queues_or_error()?.settle(settle).map(Reply::Settled),
+            Request::Redrive(redrive) => self
+                .queues_or_error()?
+                .redrive(redrive)
+                .map(Reply::Redriven),
         }
+    }
+
+    fn queues_or_error(&self) -> Result<&std::sync::Arc<crate::queues::Queues>, WireError> {
+        self.queues.get().ok_or_else(|| {
+            WireError::new(
+                ErrorCode::ShuttingDown,
+                "dispatch queues are not running on this node",
+            )
+        })
     }
 
     fn mirror_or_error(&self) -> Result<&std::sync::Arc<crate::mirror::Mirror>, WireError> {
@@ -96,6 +129,9 @@ impl Node {
     /// Groups re-read partition counts after topics changed.
     pub fn topics_changed(&self) {
         self.groups.metadata_changed(&self.partition_counts());
+        if let Some(queues) = self.queues.get() {
+            queues.kick();
+        }
     }
 
     async fn create_topic(&self, create: CreateTopic) -> Response {

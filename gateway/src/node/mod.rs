@@ -57,6 +57,8 @@ pub struct Node {
     client_address: parking_lot::Mutex<String>,
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     mirror: std::sync::OnceLock<Arc<Mirror>>,
+    queues: std::sync::OnceLock<Arc<crate::queues::Queues>>,
+    fs: Arc<dyn FileSystem>,
     /// Members fenced because their group's lease moved to another region.
     fenced: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
@@ -144,6 +146,7 @@ impl Node {
             None => node_id(&*fs, &data_dir, &region, &mut rng)?,
         };
         let meta = MetaStore::open(fs.clone(), data_dir.join("meta"), clock.clone())?;
+        let node_fs = fs.clone();
         let topics = Topics::open(
             fs.clone(),
             data_dir.join("topics"),
@@ -172,6 +175,8 @@ impl Node {
             metrics: Metrics::default(),
             cluster: std::sync::OnceLock::new(),
             mirror: std::sync::OnceLock::new(),
+            queues: std::sync::OnceLock::new(),
+            fs: node_fs,
             fenced: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         })
     }
@@ -214,6 +219,21 @@ impl Node {
     /// Attaches mirroring (once, at start).
     pub fn set_mirror(&self, mirror: Arc<Mirror>) {
         let _ = self.mirror.set(mirror);
+    }
+
+    /// Attaches dispatch queues (once, at start).
+    pub fn set_queues(&self, queues: Arc<crate::queues::Queues>) {
+        let _ = self.queues.set(queues);
+    }
+
+    /// Dispatch queues, once started.
+    pub fn queues(&self) -> Option<&Arc<crate::queues::Queues>> {
+        self.queues.get()
+    }
+
+    /// The file system the node's data lives on.
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.fs
     }
 
     /// Mirroring, once started.
@@ -351,6 +371,9 @@ impl Node {
                 }
             }
         }
+        if let Some(queues) = self.queues.get() {
+            queues.sample_metrics(&snapshot);
+        }
         for topic in self.topics.list() {
             for (partition, slot) in topic.slots().iter().enumerate() {
                 let labels = PartitionLabels {
@@ -415,6 +438,9 @@ impl Node {
     /// Syncs and closes every log. Called once, at shutdown.
     pub async fn close(&self) {
         self.groups.shutdown();
+        if let Some(queues) = self.queues.get() {
+            queues.close().await;
+        }
         self.topics.close_all().await;
         if let Err(error) = self.meta.close().await {
             tracing::error!(target: "meshgate::node", %error, "closing metadata failed");

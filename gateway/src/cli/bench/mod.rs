@@ -12,6 +12,7 @@
 //!   included, as a consumer only sees durable records).
 
 mod mirror;
+mod queues;
 mod workloads;
 
 use std::io::{IsTerminal, Write};
@@ -40,6 +41,11 @@ pub(crate) enum BenchCommand {
     /// Mirroring throughput and lag between regions, on gateways the
     /// benchmark starts in this process (no --server needed).
     Mirror(mirror::MirrorArgs),
+    /// Dispatch-queue fan-out: one hot topic into 1, 10, 100 queues with
+    /// active consumers, against as many consumer groups reading the topic
+    /// directly; delivered messages/s and log reads per record. Starts its
+    /// own gateway in this process (no --server needed).
+    Queues(queues::QueuesArgs),
 }
 
 /// Flags shared by the benchmarks.
@@ -187,6 +193,7 @@ impl Progress {
 pub(crate) async fn run(connect: &ConnectArgs, command: BenchCommand) -> anyhow::Result<()> {
     let (kind, args) = match command {
         BenchCommand::Mirror(args) => return mirror::run(args).await,
+        BenchCommand::Queues(args) => return queues::run(args).await,
         BenchCommand::Produce(args) => ("produce", args),
         BenchCommand::Consume(args) => ("consume", args),
         BenchCommand::E2e(args) => ("e2e", args),
