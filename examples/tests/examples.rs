@@ -73,6 +73,22 @@ fn region_failover_delivers_every_order_exactly_once() {
 }
 
 #[test]
+fn order_flow_feeds_each_domain_exactly_its_events_and_redrives_the_poison_message() {
+    let out = run(
+        Path::new(env!("CARGO_BIN_EXE_order_flow")),
+        &["--orders", "30"],
+        LIMIT,
+    );
+    assert!(
+        out.contains("redrove 1 message from orders.payment.dlq")
+            && out.contains(
+                "every domain processed exactly the events its filter selects, each once"
+            ),
+        "unexpected output:\n{out}"
+    );
+}
+
+#[test]
 fn nearest_node_connects_to_the_nearest_region_and_fails_over() {
     let out = run(Path::new(env!("CARGO_BIN_EXE_nearest_node")), &[], LIMIT);
     assert!(out.contains("connected to"), "unexpected output:\n{out}");

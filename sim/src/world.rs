@@ -16,8 +16,10 @@ use meshgate_gateway::gateway::{Environment, Gateway};
 use meshgate_gateway::mirror::MirrorConfig;
 use meshgate_gateway::node::Node;
 use meshgate_gateway::tls::NodeTls;
+use meshgate_protocol::{Request, Response};
 use meshgate_storage::{CrashMode, MemFs};
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use crate::net::TurmoilNetwork;
 use crate::trace::Trace;
@@ -42,12 +44,16 @@ pub struct NodeSpec {
     pub skew_ms: i64,
 }
 
+/// Sends a request into a gateway's host, where it is handled.
+type Caller = tokio::sync::mpsc::UnboundedSender<(Request, oneshot::Sender<Response>)>;
+
 struct Shared {
     seed: u64,
     specs: Vec<NodeSpec>,
     certificates: BTreeMap<String, NodeTls>,
     disks: BTreeMap<String, MemFs>,
     running: Mutex<BTreeMap<String, Arc<Node>>>,
+    callers: Mutex<BTreeMap<String, Caller>>,
     starts: BTreeMap<String, AtomicU64>,
     trace: Trace,
 }
@@ -97,6 +103,7 @@ impl World {
                 certificates,
                 disks,
                 running: Mutex::new(BTreeMap::new()),
+                callers: Mutex::new(BTreeMap::new()),
                 starts,
                 trace: Trace::default(),
             }),
@@ -133,6 +140,17 @@ impl World {
     /// The running node named `name`, if it is up.
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.shared.running.lock().get(name).cloned()
+    }
+
+    /// Sends `request` to the gateway `name` and waits for its answer;
+    /// `None` when it is down or crashes first. The request is handled
+    /// inside the gateway's host, as one from the network would be, so
+    /// whatever the node spawns for it lives and dies with that host.
+    pub async fn call(&self, name: &str, request: Request) -> Option<Response> {
+        let caller = self.shared.callers.lock().get(name).cloned()?;
+        let (answer, answered) = oneshot::channel();
+        caller.send((request, answer)).ok()?;
+        answered.await.ok()
     }
 
     /// The configuration every simulated gateway runs with.
@@ -195,6 +213,17 @@ impl World {
             .running
             .lock()
             .insert(spec.name.clone(), gateway.node().clone());
+        let (caller, mut calls) = tokio::sync::mpsc::unbounded_channel();
+        self.shared.callers.lock().insert(spec.name.clone(), caller);
+        let node = gateway.node().clone();
+        tokio::spawn(async move {
+            while let Some((request, answer)) = calls.recv().await {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let _ = answer.send(node.handle(request).await);
+                });
+            }
+        });
         let mut events = gateway.cluster().membership().subscribe();
         let world = self.clone();
         let node = spec.name.clone();
@@ -212,6 +241,7 @@ impl World {
     pub fn crash(&self, sim: &mut turmoil::Sim<'_>, name: &str, torn_seed: Option<u64>) {
         sim.crash(name.to_string());
         self.shared.running.lock().remove(name);
+        self.shared.callers.lock().remove(name);
         let mode = match torn_seed {
             Some(seed) => CrashMode::TornWrites { seed },
             None => CrashMode::LoseUnsynced,

@@ -1,0 +1,317 @@
+//! Mirroring under turmoil, with the real node code on a simulated network
+//! and disk: scenarios of gateway/tests/mirror.rs as seeded simulations.
+//! Active-active producers across a partition and its heal; a chain whose
+//! first region crashes. Every region's copy of an origin stream must be a
+//! prefix of the origin's while it runs and equal to it at the end, with
+//! nothing twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use meshgate_gateway::node::Node;
+use meshgate_protocol::{
+    Acks, CreateTopic, MirrorRuleSpec, Produce, ProduceRecord, Reply, Request, TopicSettings,
+};
+use meshgate_sim::{World, within};
+use meshgate_storage::StoredRecord;
+
+const REGIONS: [(&str, &str); 3] = [
+    ("use-1", "us-east"),
+    ("euw-1", "eu-west"),
+    ("aps-1", "ap-south"),
+];
+const TOPIC: &str = "orders";
+
+fn node(world: &World, name: &str) -> Arc<Node> {
+    world
+        .node(name)
+        .unwrap_or_else(|| panic!("{name} is running"))
+}
+
+/// Sends a request to a running gateway (handled inside its host).
+async fn call(world: &World, name: &str, request: Request) -> Reply {
+    let kind = request.kind();
+    match world.call(name, request).await {
+        Some(Ok(reply)) => reply,
+        Some(Err(error)) => panic!("{kind} to {name} failed: {error}"),
+        None => panic!("{kind} to {name}: the gateway is down"),
+    }
+}
+
+/// Waits until the three regions see each other, creates `orders` in
+/// us-east and mirrors it over all three with `topology`.
+async fn mirrored_topic(world: &World, partitions: u32, topology: &str) {
+    let alive = within(Duration::from_secs(30), || async {
+        for (name, _) in REGIONS {
+            let Some(node) = world.node(name) else {
+                return false;
+            };
+            let members = node.members().await;
+            if members.iter().filter(|m| m.state == "alive").count() != REGIONS.len() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(alive.is_some(), "three regions converge");
+    call(
+        world,
+        "use-1",
+        Request::CreateTopic(CreateTopic {
+            name: TOPIC.into(),
+            settings: TopicSettings {
+                partitions,
+                ..TopicSettings::default()
+            },
+        }),
+    )
+    .await;
+    call(
+        world,
+        "use-1",
+        Request::AddMirrorRule(MirrorRuleSpec {
+            name: "orders".into(),
+            topics: TOPIC.into(),
+            regions: REGIONS.iter().map(|(_, r)| r.to_string()).collect(),
+            topology: topology.into(),
+            filter_header: None,
+            filter_key_prefix: None,
+        }),
+    )
+    .await;
+    let everywhere = within(Duration::from_secs(30), || async {
+        REGIONS.iter().all(|(name, _)| {
+            world
+                .node(name)
+                .is_some_and(|n| n.topics().get(TOPIC).is_ok())
+        })
+    })
+    .await;
+    assert!(everywhere.is_some(), "the topic reaches every region");
+    world.record("orders mirrored");
+}
+
+/// Produces `values` to one partition, one acknowledged request each.
+async fn produce(world: &World, name: &str, partition: u32, values: &[String]) {
+    for value in values {
+        call(
+            world,
+            name,
+            Request::Produce(Produce {
+                topic: TOPIC.into(),
+                partition,
+                records: vec![ProduceRecord {
+                    key: None,
+                    value: value.clone().into(),
+                    headers: Vec::new(),
+                }],
+                acks: Acks::Local,
+                producer: None,
+            }),
+        )
+        .await;
+    }
+}
+
+fn values(region: &str, partition: u32, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{region}-{partition}-{i}")).collect()
+}
+
+/// Every visible record of a partition, read straight from the log.
+fn records(node: &Node, partition: u32) -> Vec<StoredRecord> {
+    let Ok(topic) = node.topics().get(TOPIC) else {
+        return Vec::new();
+    };
+    let log = topic.partition(partition).expect("partition").clone();
+    let mut offset = log.lock().start_offset();
+    let mut all = Vec::new();
+    loop {
+        let chunk = log.read(offset, 1 << 20).expect("reads");
+        if chunk.bytes.is_empty() {
+            return all;
+        }
+        all.extend(chunk.records_from(offset).expect("decodes"));
+        offset = chunk.next_offset;
+    }
+}
+
+/// The values of each origin region's records in one partition, in log
+/// order.
+fn streams(node: &Node, partition: u32) -> BTreeMap<String, Vec<String>> {
+    let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for record in records(node, partition) {
+        streams
+            .entry(record.origin.stream.region.to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(&record.record.value).into_owned());
+    }
+    streams
+}
+
+/// Panics unless every running region's copy of each origin stream is a
+/// prefix of what the origin wrote (`written`), holding nothing twice.
+fn check_prefixes(world: &World, partitions: u32, written: &BTreeMap<(u32, String), Vec<String>>) {
+    for (name, _) in REGIONS {
+        let Some(node) = world.node(name) else {
+            continue;
+        };
+        for partition in 0..partitions {
+            for (origin, held) in streams(&node, partition) {
+                let origin_wrote = written
+                    .get(&(partition, origin.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                assert!(
+                    origin_wrote.starts_with(&held),
+                    "{name} partition {partition}: its copy of {origin}'s stream is not a prefix \
+                     of what {origin} wrote ({} held, {} written)",
+                    held.len(),
+                    origin_wrote.len()
+                );
+            }
+        }
+    }
+}
+
+/// Whether every running region holds exactly `written`.
+fn converged(
+    world: &World,
+    partitions: u32,
+    written: &BTreeMap<(u32, String), Vec<String>>,
+) -> bool {
+    REGIONS.iter().all(|(name, _)| {
+        let Some(node) = world.node(name) else {
+            return true;
+        };
+        (0..partitions).all(|partition| {
+            let held = streams(&node, partition);
+            let wanted: BTreeMap<String, Vec<String>> = written
+                .iter()
+                .filter(|((p, _), _)| *p == partition)
+                .map(|((_, origin), values)| (origin.clone(), values.clone()))
+                .collect();
+            held == wanted
+        })
+    })
+}
+
+fn simulation(seed: u64) -> turmoil::Sim<'static> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(300))
+        .build()
+}
+
+/// Active-active producers in three regions; us-east is partitioned from
+/// the others half-way through and healed later. Prefixes hold throughout;
+/// after the heal every region holds every stream, in order, once.
+fn active_active_across_a_partition(seed: u64) -> Vec<String> {
+    let world = World::new(seed, World::layout(&REGIONS)).expect("world");
+    let mut sim = simulation(seed);
+    world.install(&mut sim);
+    let test = world.clone();
+    sim.client("producers", async move {
+        mirrored_topic(&test, 2, "full-mesh").await;
+        let mut written = BTreeMap::new();
+        for round in 0..2u32 {
+            if round == 1 {
+                turmoil::partition("use-1", "euw-1");
+                turmoil::partition("use-1", "aps-1");
+                test.record("us-east partitioned");
+            }
+            for (name, region) in REGIONS {
+                for partition in 0..2 {
+                    let batch = values(region, partition, round * 20..(round + 1) * 20);
+                    produce(&test, name, partition, &batch).await;
+                    written
+                        .entry((partition, region.to_string()))
+                        .or_insert_with(Vec::new)
+                        .extend(batch);
+                    check_prefixes(&test, 2, &written);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            check_prefixes(&test, 2, &written);
+        }
+        turmoil::repair("use-1", "euw-1");
+        turmoil::repair("use-1", "aps-1");
+        test.record("us-east healed");
+        let healed = within(Duration::from_secs(60), || async {
+            check_prefixes(&test, 2, &written);
+            converged(&test, 2, &written)
+        })
+        .await;
+        assert!(healed.is_some(), "every region converges after the heal");
+        test.record(format!(
+            "converged {} ms after the heal",
+            healed.unwrap_or_default().as_millis()
+        ));
+        Ok(())
+    });
+    sim.run().expect("simulation succeeds");
+    world.trace().lines()
+}
+
+#[test]
+fn active_active_producers_converge_after_a_partition_heals() {
+    for seed in [1, 2] {
+        active_active_across_a_partition(seed);
+    }
+}
+
+/// Chain us-east -> eu-west -> ap-south; us-east writes, eu-west has it,
+/// then us-east crashes for good: ap-south gets us-east's records from
+/// eu-west.
+#[test]
+fn a_chain_carries_the_origin_s_records_on_while_the_origin_is_down() {
+    for seed in [4, 5] {
+        let world = World::new(seed, World::layout(&REGIONS)).expect("world");
+        let mut sim = simulation(seed);
+        world.install(&mut sim);
+        let crash_now = Arc::new(AtomicBool::new(false));
+        let crashed = Arc::new(AtomicBool::new(false));
+        let test = world.clone();
+        let (ask, told) = (crash_now.clone(), crashed.clone());
+        sim.client("producer", async move {
+            mirrored_topic(&test, 1, "chain:us-east,eu-west,ap-south").await;
+            let from_origin = values("us-east", 0, 0..40);
+            produce(&test, "use-1", 0, &from_origin).await;
+            let written = BTreeMap::from([((0, "us-east".to_string()), from_origin)]);
+            let middle = within(Duration::from_secs(30), || async {
+                streams(&node(&test, "euw-1"), 0).get("us-east")
+                    == written.get(&(0, "us-east".into()))
+            })
+            .await;
+            assert!(middle.is_some(), "eu-west holds us-east's records");
+            // Stop ap-south from pulling until us-east is down, so it can
+            // only get them from eu-west.
+            ask.store(true, Ordering::SeqCst);
+            let down = within(Duration::from_secs(10), || async {
+                told.load(Ordering::SeqCst)
+            })
+            .await;
+            assert!(down.is_some(), "us-east crashed");
+            let last = within(Duration::from_secs(60), || async {
+                check_prefixes(&test, 1, &written);
+                streams(&node(&test, "aps-1"), 0).get("us-east")
+                    == written.get(&(0, "us-east".into()))
+            })
+            .await;
+            assert!(
+                last.is_some(),
+                "ap-south gets us-east's records through eu-west"
+            );
+            Ok(())
+        });
+        let mut done = false;
+        while !done {
+            if crash_now.swap(false, Ordering::SeqCst) {
+                world.crash(&mut sim, "use-1", None);
+                crashed.store(true, Ordering::SeqCst);
+            }
+            done = sim.step().expect("simulation succeeds");
+        }
+    }
+}
