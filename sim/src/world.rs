@@ -207,7 +207,13 @@ impl World {
             seed: self.shared.seed ^ (start << 32) ^ fnv(&spec.name),
             certificates: Some(self.shared.certificates[&spec.name].clone()),
         };
-        let gateway = Gateway::start_with(self.config(spec), environment).await?;
+        let mut config = self.config(spec);
+        // A restarted gateway takes the next peer port: the crashed run's
+        // peer endpoint is not released inside the simulation (something
+        // outside the crashed host keeps it alive; not found yet), and
+        // peers learn the port from the new identity's address anyway.
+        config.peer_listen.set_port(PEER_PORT + start as u16);
+        let gateway = Gateway::start_with(config, environment).await?;
         self.record(format!("{} started (start {start})", spec.name));
         self.shared
             .running

@@ -419,20 +419,26 @@ impl Mirror {
     }
 
     /// Waits (bounded by `commit_wait_ms`) until every region with a live
-    /// pull session of `key` acknowledged commit event `id`.
+    /// pull session of `key` acknowledged commit event `id`. A region the
+    /// membership holds down is not waited for: its session lingers until
+    /// the transport times out, and it gets the commit when it returns.
     pub async fn wait_commit_forwarded(&self, key: &PartitionKey, id: u64) {
         let mut changes = self.book_changed.subscribe();
+        let alive = self.alive_regions().await;
         let done = || {
             let book = self.book.lock();
             let Some(sessions) = book.sessions.get(key) else {
                 return true;
             };
-            sessions.keys().all(|region| {
-                book.commits
-                    .get(key)
-                    .and_then(|acked| acked.get(region))
-                    .is_some_and(|acked| *acked >= id)
-            })
+            sessions
+                .keys()
+                .filter(|region| alive.contains(*region))
+                .all(|region| {
+                    book.commits
+                        .get(key)
+                        .and_then(|acked| acked.get(region))
+                        .is_some_and(|acked| *acked >= id)
+                })
         };
         let wait = async {
             while !done() {

@@ -277,6 +277,19 @@ impl Mirror {
         result
     }
 
+    /// The other regions of which the membership holds a node alive.
+    pub(super) async fn alive_regions(&self) -> BTreeSet<RegionId> {
+        self.cluster
+            .membership()
+            .members()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|member| !member.local && member.state.is_active())
+            .map(|member| member.id.region().clone())
+            .collect()
+    }
+
     /// Every region that pulled a partition from this node since start:
     /// what it acknowledged against what is held here, connected or not.
     /// A region counts as connected while it has a session open and the
@@ -286,16 +299,7 @@ impl Mirror {
         let Some(node) = self.node() else {
             return Vec::new();
         };
-        let alive: BTreeSet<RegionId> = self
-            .cluster
-            .membership()
-            .members()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|member| !member.local && member.state.is_active())
-            .map(|member| member.id.region().clone())
-            .collect();
+        let alive = self.alive_regions().await;
         let now = tokio::time::Instant::now();
         let book = self.book.lock();
         let mut result = Vec::new();
