@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshgate_gateway::node::Node;
@@ -207,6 +208,53 @@ fn simulation(seed: u64) -> turmoil::Sim<'static> {
         .build()
 }
 
+/// A fault a client asks for; the test's stepping loop carries it out
+/// (turmoil crashes and restarts hosts from outside the simulation).
+enum Fault {
+    /// Crash the gateway, with torn writes from this seed when given.
+    Crash(&'static str, Option<u64>),
+    /// Start a crashed gateway again on its disk.
+    Restart(&'static str),
+}
+
+/// Faults asked by the simulated clients and how many were carried out.
+#[derive(Clone, Default)]
+struct Faults {
+    asked: Arc<Mutex<Vec<Fault>>>,
+    done: Arc<AtomicU64>,
+}
+
+impl Faults {
+    /// Asks for `fault` and waits (in simulated time) until it happened.
+    async fn ask(&self, fault: Fault) {
+        let before = self.done.load(Ordering::SeqCst);
+        self.asked.lock().expect("faults lock").push(fault);
+        let done = &self.done;
+        let happened = within(Duration::from_secs(10), || async {
+            done.load(Ordering::SeqCst) > before
+        })
+        .await;
+        assert!(happened.is_some(), "the fault was carried out");
+    }
+
+    /// Runs the simulation to its end, carrying out faults as asked.
+    fn drive(&self, world: &World, sim: &mut turmoil::Sim<'_>) {
+        loop {
+            let asked = std::mem::take(&mut *self.asked.lock().expect("faults lock"));
+            for fault in asked {
+                match fault {
+                    Fault::Crash(name, torn) => world.crash(sim, name, torn),
+                    Fault::Restart(name) => world.restart(sim, name),
+                }
+                self.done.fetch_add(1, Ordering::SeqCst);
+            }
+            if sim.step().expect("simulation succeeds") {
+                return;
+            }
+        }
+    }
+}
+
 /// Active-active producers in three regions; us-east is partitioned from
 /// the others half-way through and healed later. Prefixes hold throughout;
 /// after the heal every region holds every stream, in order, once.
@@ -273,10 +321,8 @@ fn a_chain_carries_the_origin_s_records_on_while_the_origin_is_down() {
         let world = World::new(seed, World::layout(&REGIONS)).expect("world");
         let mut sim = simulation(seed);
         world.install(&mut sim);
-        let crash_now = Arc::new(AtomicBool::new(false));
-        let crashed = Arc::new(AtomicBool::new(false));
-        let test = world.clone();
-        let (ask, told) = (crash_now.clone(), crashed.clone());
+        let faults = Faults::default();
+        let (test, asks) = (world.clone(), faults.clone());
         sim.client("producer", async move {
             mirrored_topic(&test, 1, "chain:us-east,eu-west,ap-south").await;
             let from_origin = values("us-east", 0, 0..40);
@@ -288,14 +334,9 @@ fn a_chain_carries_the_origin_s_records_on_while_the_origin_is_down() {
             })
             .await;
             assert!(middle.is_some(), "eu-west holds us-east's records");
-            // Stop ap-south from pulling until us-east is down, so it can
-            // only get them from eu-west.
-            ask.store(true, Ordering::SeqCst);
-            let down = within(Duration::from_secs(10), || async {
-                told.load(Ordering::SeqCst)
-            })
-            .await;
-            assert!(down.is_some(), "us-east crashed");
+            // ap-south pulls from eu-west only, and only after us-east is
+            // gone (eu-west got the records before it crashed).
+            asks.ask(Fault::Crash("use-1", None)).await;
             let last = within(Duration::from_secs(60), || async {
                 check_prefixes(&test, 1, &written);
                 streams(&node(&test, "aps-1"), 0).get("us-east")
@@ -308,14 +349,7 @@ fn a_chain_carries_the_origin_s_records_on_while_the_origin_is_down() {
             );
             Ok(())
         });
-        let mut done = false;
-        while !done {
-            if crash_now.swap(false, Ordering::SeqCst) {
-                world.crash(&mut sim, "use-1", None);
-                crashed.store(true, Ordering::SeqCst);
-            }
-            done = sim.step().expect("simulation succeeds");
-        }
+        faults.drive(&world, &mut sim);
     }
 }
 
@@ -328,18 +362,16 @@ fn a_region_crashed_with_torn_writes_restarts_and_converges() {
         let world = World::new(seed, World::layout(&REGIONS)).expect("world");
         let mut sim = simulation(seed);
         world.install(&mut sim);
-        let crash_now = Arc::new(AtomicBool::new(false));
-        let restart_now = Arc::new(AtomicBool::new(false));
-        let test = world.clone();
-        let (crash, restart) = (crash_now.clone(), restart_now.clone());
+        let faults = Faults::default();
+        let (test, asks) = (world.clone(), faults.clone());
         sim.client("producers", async move {
             mirrored_topic(&test, 1, "full-mesh").await;
             let acked = values("us-east", 0, 0..30);
             produce(&test, "use-1", 0, &acked).await;
-            crash.store(true, Ordering::SeqCst);
+            asks.ask(Fault::Crash("use-1", Some(seed))).await;
             let during = values("eu-west", 0, 0..30);
             produce(&test, "euw-1", 0, &during).await;
-            restart.store(true, Ordering::SeqCst);
+            asks.ask(Fault::Restart("use-1")).await;
             let back = within(Duration::from_secs(30), || async {
                 test.node("use-1").is_some()
             })
@@ -367,16 +399,7 @@ fn a_region_crashed_with_torn_writes_restarts_and_converges() {
             assert!(healed.is_some(), "every region converges after the restart");
             Ok(())
         });
-        let mut done = false;
-        while !done {
-            if crash_now.swap(false, Ordering::SeqCst) {
-                world.crash(&mut sim, "use-1", Some(seed));
-            }
-            if restart_now.swap(false, Ordering::SeqCst) {
-                world.restart(&mut sim, "use-1");
-            }
-            done = sim.step().expect("simulation succeeds");
-        }
+        faults.drive(&world, &mut sim);
     }
 }
 
@@ -493,10 +516,8 @@ fn a_group_fails_over_between_regions_with_nothing_lost_or_twice() {
         let world = World::new(seed, World::layout(&REGIONS)).expect("world");
         let mut sim = simulation(seed);
         world.install(&mut sim);
-        let crash_now = Arc::new(AtomicBool::new(false));
-        let crashed = Arc::new(AtomicBool::new(false));
-        let test = world.clone();
-        let (ask, told) = (crash_now.clone(), crashed.clone());
+        let faults = Faults::default();
+        let (test, asks) = (world.clone(), faults.clone());
         sim.client("consumers", async move {
             mirrored_topic(&test, 2, "full-mesh").await;
             let mut written = BTreeMap::new();
@@ -520,12 +541,7 @@ fn a_group_fails_over_between_regions_with_nothing_lost_or_twice() {
             assert_eq!(delivered.len(), 40, "half the topic consumed in us-east");
             // Commits travel after the records they cover; give them time.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            ask.store(true, Ordering::SeqCst);
-            let down = within(Duration::from_secs(10), || async {
-                told.load(Ordering::SeqCst)
-            })
-            .await;
-            assert!(down.is_some(), "us-east crashed");
+            asks.ask(Fault::Crash("use-1", None)).await;
             Member::join(&test, "euw-1")
                 .await
                 .consume(usize::MAX, &mut delivered)
@@ -548,13 +564,6 @@ fn a_group_fails_over_between_regions_with_nothing_lost_or_twice() {
             assert_eq!(unique, all, "the group delivered the whole topic");
             Ok(())
         });
-        let mut done = false;
-        while !done {
-            if crash_now.swap(false, Ordering::SeqCst) {
-                world.crash(&mut sim, "use-1", None);
-                crashed.store(true, Ordering::SeqCst);
-            }
-            done = sim.step().expect("simulation succeeds");
-        }
+        faults.drive(&world, &mut sim);
     }
 }
