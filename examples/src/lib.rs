@@ -1,6 +1,7 @@
-//! Shared pieces of the example programs: starting several regions in this
-//! process with one throwaway cluster CA, on loopback ports the system
-//! picks, each with its data in a temporary directory.
+//! Shared pieces of the example programs: starting one dev gateway, or
+//! several regions with one throwaway cluster CA, in this process, on
+//! loopback ports the system picks, each with its data in a temporary
+//! directory.
 
 use std::time::Duration;
 
@@ -11,6 +12,39 @@ use meshgate_federation::transport::{ClusterCa, NodeName};
 use meshgate_gateway::config::GatewayConfig;
 use meshgate_gateway::gateway::Gateway;
 use meshgate_gateway::mirror::MirrorConfig;
+
+/// A dev gateway started in this process, with its data in a temporary
+/// directory (removed when this is dropped).
+pub struct Local {
+    /// The gateway.
+    pub gateway: Gateway,
+    _dir: tempfile::TempDir,
+}
+
+impl Local {
+    /// Starts a dev gateway with the embedded defaults on free ports.
+    pub async fn start() -> anyhow::Result<Local> {
+        let dir = tempfile::tempdir().context("temporary data directory")?;
+        let mut config = GatewayConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..GatewayConfig::default()
+        };
+        config.use_ephemeral_ports();
+        let gateway = Gateway::start(config).await.context("starting a gateway")?;
+        Ok(Local { gateway, _dir: dir })
+    }
+
+    /// A client configuration for this gateway, trusting its CA.
+    pub fn client_config(&self) -> ClientConfig {
+        let trust = Trust::CaPem(self.gateway.ca_pem().to_string());
+        ClientConfig::new([self.gateway.client_address().to_string()], trust)
+    }
+
+    /// Stops the gateway gracefully.
+    pub async fn stop(self) {
+        self.gateway.stop().await;
+    }
+}
 
 /// Gateways started in this process, one per region.
 pub struct Regions {
@@ -53,14 +87,7 @@ impl Regions {
                 },
                 ..GatewayConfig::default()
             };
-            for address in [
-                &mut config.listen,
-                &mut config.http_listen,
-                &mut config.gossip_listen,
-                &mut config.peer_listen,
-            ] {
-                address.set_port(0);
-            }
+            config.use_ephemeral_ports();
             config.tls.ca_cert = Some(dir.path().join("ca/ca.pem"));
             config.tls.cert = Some(certs.join("node.pem"));
             config.tls.key = Some(certs.join("node.key"));

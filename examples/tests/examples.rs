@@ -125,14 +125,7 @@ async fn the_python_kafka_example_runs_against_a_gateway() {
         kafka_listen: Some("127.0.0.1:0".parse().expect("address")),
         ..GatewayConfig::default()
     };
-    for address in [
-        &mut config.listen,
-        &mut config.http_listen,
-        &mut config.gossip_listen,
-        &mut config.peer_listen,
-    ] {
-        address.set_port(0);
-    }
+    config.use_ephemeral_ports();
     let gateway = Gateway::start(config).await.expect("gateway starts");
     let bootstrap = gateway.kafka_address().expect("kafka listener").to_string();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kafka_orders.py");

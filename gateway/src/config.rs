@@ -310,6 +310,23 @@ fn within(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), Confi
 }
 
 impl GatewayConfig {
+    /// Moves every listener to a port the system picks, on the same
+    /// address: for tests, examples and benchmarks that start gateways side
+    /// by side.
+    pub fn use_ephemeral_ports(&mut self) {
+        for address in [
+            &mut self.listen,
+            &mut self.http_listen,
+            &mut self.gossip_listen,
+            &mut self.peer_listen,
+        ] {
+            address.set_port(0);
+        }
+        if let Some(kafka) = &mut self.kafka_listen {
+            kafka.set_port(0);
+        }
+    }
+
     /// Checks every value against its limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         RegionId::parse(&self.region).map_err(|error| invalid("region", error.to_string()))?;

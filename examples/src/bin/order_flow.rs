@@ -36,8 +36,7 @@ use meshgate_client::{
     Client, ClientConfig, ErrorCode, Producer, ProducerConfig, ProducerRecord, QueueOptions,
     QueueSpec, TopicSettings, Trust,
 };
-use meshgate_gateway::config::GatewayConfig;
-use meshgate_gateway::gateway::Gateway;
+use meshgate_examples::Local;
 
 const TOPIC: &str = "orders";
 const POISON: &str = "order-poison";
@@ -120,38 +119,23 @@ fn selects(tags: &str, event: &str) -> bool {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let data = tempfile::tempdir().context("temporary data directory")?;
-    let (config, gateway) = match &args.server {
+    let (config, local) = match &args.server {
         Some(server) => (
             ClientConfig::new([server.clone()], args.trust.clone()),
             None,
         ),
         None => {
-            let mut config = GatewayConfig {
-                data_dir: data.path().to_path_buf(),
-                ..GatewayConfig::default()
-            };
-            for address in [
-                &mut config.listen,
-                &mut config.http_listen,
-                &mut config.gossip_listen,
-                &mut config.peer_listen,
-            ] {
-                address.set_port(0);
-            }
-            let gateway = Gateway::start(config).await.context("starting a gateway")?;
+            let local = Local::start().await?;
             println!(
                 "started a gateway in this process on {}",
-                gateway.client_address()
+                local.gateway.client_address()
             );
-            let trust = Trust::CaPem(gateway.ca_pem().to_string());
-            let client = ClientConfig::new([gateway.client_address().to_string()], trust);
-            (client, Some(gateway))
+            (local.client_config(), Some(local))
         }
     };
     let result = run(config.client_id("order-flow"), args.orders).await;
-    if let Some(gateway) = gateway {
-        gateway.stop().await;
+    if let Some(local) = local {
+        local.stop().await;
     }
     result
 }

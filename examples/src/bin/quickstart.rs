@@ -18,8 +18,7 @@ use meshgate_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, ErrorCode, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, TopicSettings, Trust,
 };
-use meshgate_gateway::config::GatewayConfig;
-use meshgate_gateway::gateway::Gateway;
+use meshgate_examples::Local;
 
 const TOPIC: &str = "quickstart-orders";
 const GROUP: &str = "quickstart-billing";
@@ -64,35 +63,20 @@ fn parse_args() -> anyhow::Result<Target> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let target = parse_args()?;
-    let data = tempfile::tempdir().context("temporary data directory")?;
-    let (config, gateway) = match target {
+    let (config, local) = match target {
         Target::Remote { server, trust } => (ClientConfig::new([server], trust), None),
         Target::InProcess => {
-            let mut config = GatewayConfig {
-                data_dir: data.path().to_path_buf(),
-                ..GatewayConfig::default()
-            };
-            for address in [
-                &mut config.listen,
-                &mut config.http_listen,
-                &mut config.gossip_listen,
-                &mut config.peer_listen,
-            ] {
-                address.set_port(0);
-            }
-            let gateway = Gateway::start(config).await.context("starting a gateway")?;
+            let local = Local::start().await?;
             println!(
                 "1. started a gateway in this process on {}",
-                gateway.client_address()
+                local.gateway.client_address()
             );
-            let trust = Trust::CaPem(gateway.ca_pem().to_string());
-            let client = ClientConfig::new([gateway.client_address().to_string()], trust);
-            (client, Some(gateway))
+            (local.client_config(), Some(local))
         }
     };
     let result = run(config.client_id("quickstart")).await;
-    if let Some(gateway) = gateway {
-        gateway.stop().await;
+    if let Some(local) = local {
+        local.stop().await;
         println!("stopped the in-process gateway");
     }
     result

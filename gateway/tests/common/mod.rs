@@ -63,14 +63,7 @@ impl TestCa {
             },
             ..GatewayConfig::default()
         };
-        for address in [
-            &mut config.listen,
-            &mut config.http_listen,
-            &mut config.gossip_listen,
-            &mut config.peer_listen,
-        ] {
-            address.set_port(0);
-        }
+        config.use_ephemeral_ports();
         config.tls.ca_cert = Some(self.dir.join("ca.pem"));
         config.tls.cert = Some(certs.join("node.pem"));
         config.tls.key = Some(certs.join("node.key"));

@@ -16,14 +16,7 @@ pub(crate) fn config(dir: &Path) -> GatewayConfig {
         data_dir: dir.to_path_buf(),
         ..GatewayConfig::default()
     };
-    for address in [
-        &mut config.listen,
-        &mut config.http_listen,
-        &mut config.gossip_listen,
-        &mut config.peer_listen,
-    ] {
-        address.set_port(0);
-    }
+    config.use_ephemeral_ports();
     config
 }
 

@@ -117,14 +117,7 @@ async fn start_cluster(regions: usize) -> anyhow::Result<Cluster> {
             },
             ..GatewayConfig::default()
         };
-        for address in [
-            &mut config.listen,
-            &mut config.http_listen,
-            &mut config.gossip_listen,
-            &mut config.peer_listen,
-        ] {
-            address.set_port(0);
-        }
+        config.use_ephemeral_ports();
         config.tls.ca_cert = Some(dir.path().join("ca/ca.pem"));
         config.tls.cert = Some(certs.join("node.pem"));
         config.tls.key = Some(certs.join("node.key"));

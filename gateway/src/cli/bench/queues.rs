@@ -82,14 +82,7 @@ pub(crate) async fn run(args: QueuesArgs) -> anyhow::Result<()> {
     };
     config.queues.flush_ms = args.flush_ms;
     config.limits.long_poll_ms_max = 1_000;
-    for address in [
-        &mut config.listen,
-        &mut config.http_listen,
-        &mut config.gossip_listen,
-        &mut config.peer_listen,
-    ] {
-        address.set_port(0);
-    }
+    config.use_ephemeral_ports();
     let gateway = Gateway::start(config).await.context("gateway starts")?;
     let client_config = ClientConfig::new(
         [gateway.client_address().to_string()],
