@@ -24,8 +24,8 @@ pub(crate) enum MirrorCommand {
         topology: String,
         /// Only records with this header (`key=value`) cross; the others
         /// travel as gap markers.
-        #[arg(long, value_name = "KEY=VALUE")]
-        filter_header: Option<String>,
+        #[arg(long, value_name = "KEY=VALUE", value_parser = crate::cli::produce::parse_header)]
+        filter_header: Option<(String, String)>,
         /// Only records whose key starts with this prefix cross.
         #[arg(long, value_name = "PREFIX")]
         filter_key_prefix: Option<String>,
@@ -84,15 +84,6 @@ pub(crate) async fn run(connect: &ConnectArgs, command: MirrorCommand) -> anyhow
             filter_header,
             filter_key_prefix,
         } => {
-            let filter_header = match filter_header {
-                Some(pair) => {
-                    let (key, value) = pair
-                        .split_once('=')
-                        .with_context(|| format!("--filter-header {pair:?} is not KEY=VALUE"))?;
-                    Some((key.to_string(), value.to_string()))
-                }
-                None => None,
-            };
             let rule = MirrorRuleSpec {
                 name: name.clone(),
                 topics,

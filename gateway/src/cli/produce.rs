@@ -39,7 +39,8 @@ pub(crate) struct ProduceArgs {
     verbose: bool,
 }
 
-fn parse_header(text: &str) -> Result<(String, String), String> {
+/// Parses `NAME=VALUE` (a record header, or a header filter).
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
     let (name, value) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))?;

@@ -27,8 +27,8 @@ pub(crate) enum QueueCommand {
         #[arg(long, default_value = "*")]
         tags: String,
         /// Only records carrying this header with this value.
-        #[arg(long, value_name = "KEY=VALUE")]
-        filter_header: Option<String>,
+        #[arg(long, value_name = "KEY=VALUE", value_parser = crate::cli::produce::parse_header)]
+        filter_header: Option<(String, String)>,
         /// Only records whose key starts with this prefix.
         #[arg(long, value_name = "PREFIX")]
         filter_key_prefix: Option<String>,
@@ -190,15 +190,6 @@ pub(crate) async fn run(connect: &ConnectArgs, command: QueueCommand) -> anyhow:
             max_in_flight,
             max_message_age_ms,
         } => {
-            let filter_header = match filter_header {
-                Some(pair) => {
-                    let (key, value) = pair
-                        .split_once('=')
-                        .with_context(|| format!("--filter-header {pair:?} is not KEY=VALUE"))?;
-                    Some((key.to_string(), value.to_string()))
-                }
-                None => None,
-            };
             let spec = QueueSpec {
                 name: name.clone(),
                 topic,
