@@ -75,7 +75,7 @@ impl std::fmt::Debug for World {
 impl World {
     /// A world of `specs` for a run seeded by `seed`.
     pub fn new(seed: u64, specs: Vec<NodeSpec>) -> anyhow::Result<World> {
-        let ca = ClusterCa::generate()?;
+        let ca = ClusterCa::seeded(seed)?;
         let mut certificates = BTreeMap::new();
         for spec in &specs {
             let name = NodeName::parse(&spec.name)?;
@@ -140,6 +140,21 @@ impl World {
     /// The running node named `name`, if it is up.
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.shared.running.lock().get(name).cloned()
+    }
+
+    /// The running nodes, by name.
+    pub fn running(&self) -> Vec<(String, Arc<Node>)> {
+        self.shared
+            .running
+            .lock()
+            .iter()
+            .map(|(name, node)| (name.clone(), node.clone()))
+            .collect()
+    }
+
+    /// The seed of the run.
+    pub fn seed(&self) -> u64 {
+        self.shared.seed
     }
 
     /// Sends `request` to the gateway `name` and waits for its answer;

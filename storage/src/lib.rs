@@ -43,6 +43,8 @@ pub mod log;
 mod scan;
 mod segment;
 pub mod types;
+#[doc(hidden)]
+pub mod mutation;
 pub mod vector;
 pub mod writer;
 

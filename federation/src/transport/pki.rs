@@ -128,15 +128,27 @@ impl fmt::Debug for CaCertificate {
 pub struct ClusterCa {
     issuer: Issuer<'static, KeyPair>,
     certificate: CaCertificate,
+    /// Where keys come from: `None` for fresh random ECDSA keys, a seed for
+    /// Ed25519 keys derived from it ([`ClusterCa::seeded`]).
+    seed: Option<[u8; 32]>,
 }
 
 impl ClusterCa {
     /// Generates a new CA with an ECDSA P-256 key.
     pub fn generate() -> Result<Self, TransportError> {
-        let key = KeyPair::generate().map_err(|source| TransportError::Certificate {
-            what: "generate the CA key",
-            source,
-        })?;
+        Self::generate_from(None)
+    }
+
+    /// A CA whose key and whose node keys all follow from `seed` (Ed25519,
+    /// whose signatures are deterministic too): the same seed gives the
+    /// same certificates byte for byte. For simulations, where a run must
+    /// replay exactly; never for a real cluster, whose keys must be secret.
+    pub fn seeded(seed: u64) -> Result<Self, TransportError> {
+        Self::generate_from(Some(derive_key_seed(&seed.to_le_bytes(), b"meshgate-sim-ca")))
+    }
+
+    fn generate_from(seed: Option<[u8; 32]>) -> Result<Self, TransportError> {
+        let key = new_key(seed.as_ref(), b"ca", "generate the CA key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -165,6 +177,7 @@ impl ClusterCa {
         Ok(Self {
             issuer: Issuer::new(params, key),
             certificate,
+            seed,
         })
     }
 
@@ -195,6 +208,7 @@ impl ClusterCa {
         Ok(Self {
             issuer,
             certificate,
+            seed: None,
         })
     }
 
@@ -316,10 +330,11 @@ impl ClusterCa {
         ];
         params.use_authority_key_identifier_extension = true;
         set_validity(&mut params);
-        let key = KeyPair::generate().map_err(|source| TransportError::Certificate {
-            what: "generate a node key",
-            source,
-        })?;
+        let key = new_key(
+            self.seed.as_ref(),
+            node.as_str().as_bytes(),
+            "generate a node key",
+        )?;
         let cert =
             params
                 .signed_by(&key, &self.issuer)
@@ -556,6 +571,38 @@ fn incomplete(dir: &Path, missing: PathBuf) -> TransportError {
     }
 }
 
+/// A fresh random ECDSA P-256 key, or with `seed` the Ed25519 key derived
+/// from it and `label`.
+fn new_key(
+    seed: Option<&[u8; 32]>,
+    label: &[u8],
+    what: &'static str,
+) -> Result<KeyPair, TransportError> {
+    let Some(seed) = seed else {
+        return KeyPair::generate().map_err(|source| TransportError::Certificate { what, source });
+    };
+    // PKCS#8 v1 of an Ed25519 private key (RFC 8410): a fixed prefix, then
+    // the 32-byte private key.
+    const ED25519_PKCS8_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = ED25519_PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(&derive_key_seed(seed, label));
+    KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &rcgen::PKCS_ED25519)
+        .map_err(|source| TransportError::Certificate { what, source })
+}
+
+/// SHA-256 of `seed` and `label`: 32 bytes of key material.
+fn derive_key_seed(seed: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(seed);
+    context.update(label);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// Validity of generated certificates: 2025-01-01 to 2125-01-01, fixed.
 ///
 /// Generating a certificate must not read the wall clock (core code runs on
@@ -566,4 +613,22 @@ fn incomplete(dir: &Path, missing: PathBuf) -> TransportError {
 fn set_validity(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seeded_ca_issues_the_same_certificates_for_the_same_seed() {
+        let node = NodeName::parse("use-1").expect("name");
+        let issue = |seed| {
+            let ca = ClusterCa::seeded(seed).expect("ca");
+            let cert = ca.issue_node_cert(&node, &[]).expect("cert");
+            (ca.certificate().der.to_vec(), cert.cert.to_vec(), cert.key_pem)
+        };
+        assert_eq!(issue(7), issue(7));
+        assert_ne!(issue(7).0, issue(8).0);
+        assert_ne!(issue(7).1, issue(8).1);
+    }
 }

@@ -239,6 +239,21 @@ impl Queues {
                     };
                     domain.handle_start(partition, start);
                 }
+                if !restored {
+                    // A new queue starts at the log's end: write that start
+                    // down now, or a crash before the first flush would
+                    // restart it at a later end and skip what came between
+                    // (found by the simulation, queue-consumer-crashes).
+                    let mut state = domain.state();
+                    state.topic_incarnation = incarnation;
+                    let saved = match self.fs.create_dir_all(&self.dir) {
+                        Ok(()) => state_file::save(&*self.fs, &path, &state).map_err(|e| e.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                    if let Err(error) = saved {
+                        tracing::error!(target: "meshgate::queues", queue = %name, %error, "cannot write the new queue's state; a crash before the next flush may skip messages");
+                    }
+                }
                 tracing::info!(target: "meshgate::queues", queue = %name, topic = %spec.topic, restored, "queue opened");
                 queues.insert(
                     name.clone(),

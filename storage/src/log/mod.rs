@@ -253,6 +253,17 @@ impl Log {
                 got: header.base_seq.0,
             });
         }
+        if crate::mutation::duplicates_kept() && !header.gap && header.base_seq.0 < held {
+            // The mutation the simulation must catch: records already held
+            // are appended again, as new ones.
+            let records: Vec<Record> = batch
+                .records()
+                .map(|r| r.map(|stored| stored.record))
+                .collect::<Result<_>>()?;
+            let placed = Batch::encode(self.end_offset(), &header.origin, OriginSeq(held), &records);
+            let info = self.append_encoded(placed.bytes(), placed.header(), now_ms)?;
+            return Ok(AppendOutcome::Appended { info, skipped: 0 });
+        }
         if header.next_seq().0 <= held {
             return Ok(AppendOutcome::Duplicate);
         }

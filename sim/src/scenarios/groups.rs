@@ -1,0 +1,84 @@
+//! Consumer-group failover while the group's region is cut off.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::{TOPIC, others};
+use crate::check::{Checked, Ledger, ensure, invariant, records};
+use crate::client::{Delivery, Member, all_alive, mirrored_topic, produce};
+use crate::faults::{heal, partition};
+use crate::scenario::{Context, REGIONS, converge};
+
+/// Group `billing` consumes part of a mirrored topic in one region; that
+/// region is cut off; the group resumes in another region while producers
+/// go on everywhere, and again after the heal. Every record is delivered
+/// exactly once.
+pub async fn group_failover(mut cx: Context) -> Checked {
+    let world = cx.world.clone();
+    let first = cx.rng.random_range(0..REGIONS.len());
+    let second = (first + cx.rng.random_range(1..REGIONS.len())) % REGIONS.len();
+    let ((from, from_region), (to, _)) = (REGIONS[first], REGIONS[second]);
+    let partitions = 2;
+    all_alive(&world, Duration::from_secs(30)).await?;
+    mirrored_topic(&world, "use-1", TOPIC, partitions, "full-mesh").await?;
+    let mut ledger = Ledger::new(TOPIC, partitions);
+    let per = cx.rng.random_range(5..15);
+    for (name, region) in REGIONS {
+        for p in 0..partitions {
+            for i in 0..per {
+                produce(&world, name, region, p, format!("{region}-{p}-{i}"), &mut ledger).await?;
+            }
+        }
+    }
+    converge(&world, &ledger, Duration::from_secs(60)).await?;
+    let mut delivered: Vec<Delivery> = Vec::new();
+    let half = cx.rng.random_range(1..=per as usize * 2);
+    Member::join(&world, from, "billing", TOPIC)
+        .await?
+        .consume(half, &mut delivered)
+        .await?;
+    world.record(format!("{} delivered in {from_region}", delivered.len()));
+    // Commits travel after the records they cover, to every region alive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    partition(&world, &[from], &others(from));
+    // Producers go on on both sides of the cut.
+    for (name, region) in REGIONS {
+        for i in per..per + 5 {
+            produce(&world, name, region, 0, format!("{region}-0-{i}"), &mut ledger).await?;
+        }
+    }
+    let member = Member::join(&world, to, "billing", TOPIC).await?;
+    member.consume(usize::MAX, &mut delivered).await?;
+    heal(&world, &[from], &others(from));
+    converge(&world, &ledger, Duration::from_secs(60)).await?;
+    member.consume(usize::MAX, &mut delivered).await?;
+    let unique: BTreeSet<Delivery> = delivered.iter().cloned().collect();
+    ensure(unique.len() == delivered.len(), invariant::GROUP_EXACT, || {
+        format!(
+            "{} records delivered twice",
+            delivered.len() - unique.len()
+        )
+    })?;
+    let Some(node) = world.node(to) else {
+        return Err(crate::check::Violation::new(invariant::LIVENESS, format!("{to} is down")));
+    };
+    let all: BTreeSet<Delivery> = (0..partitions)
+        .flat_map(|p| {
+            records(&node, TOPIC, p).into_iter().map(move |r| {
+                (p, r.origin.stream.region.to_string(), r.origin.seq.0)
+            })
+        })
+        .collect();
+    ensure(unique == all, invariant::GROUP_EXACT, || {
+        format!(
+            "the group delivered {} of {} records ({} missing)",
+            unique.len(),
+            all.len(),
+            all.difference(&unique).count()
+        )
+    })?;
+    world.record(format!("group delivered all {} records once", all.len()));
+    Ok(())
+}
