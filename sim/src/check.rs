@@ -41,7 +41,11 @@ impl fmt::Display for Violation {
 impl std::error::Error for Violation {}
 
 /// Fails with `invariant` unless `condition` holds.
-pub fn ensure(condition: bool, invariant: &'static str, detail: impl FnOnce() -> String) -> Checked {
+pub fn ensure(
+    condition: bool,
+    invariant: &'static str,
+    detail: impl FnOnce() -> String,
+) -> Checked {
     if condition {
         Ok(())
     } else {
@@ -229,15 +233,16 @@ impl Ledger {
                 .sent
                 .get(&(partition, region.to_string()))
                 .map_or(&[][..], Vec::as_slice);
-            let acked = sent.iter().filter(|s| s.acked).count();
-            let kept = held
+            let missing: Vec<&str> = sent
                 .iter()
-                .filter(|v| sent.iter().any(|s| s.acked && &s.value == *v))
-                .count();
-            ensure(kept == acked, invariant::ACKED_LOST, || {
+                .filter(|s| s.acked && !held.contains(&s.value))
+                .map(|s| s.value.as_str())
+                .collect();
+            ensure(missing.is_empty(), invariant::ACKED_LOST, || {
                 format!(
-                    "{node} partition {partition}: holds {kept} of the {acked} records it \
-                     acknowledged"
+                    "{node} partition {partition}: {} acknowledged records missing, first `{}`",
+                    missing.len(),
+                    missing[0]
                 )
             })?;
         }
@@ -284,13 +289,14 @@ impl Ledger {
             .sent
             .iter()
             .map(|((p, origin), sent)| {
-                format!(
-                    "p{p} {origin}={}",
-                    sent.iter().filter(|s| s.acked).count()
-                )
+                format!("p{p} {origin}={}", sent.iter().filter(|s| s.acked).count())
             })
             .collect();
-        format!("holds {}; acknowledged {}", parts.join(", "), acked.join(" "))
+        format!(
+            "holds {}; acknowledged {}",
+            parts.join(", "),
+            acked.join(" ")
+        )
     }
 }
 

@@ -105,10 +105,11 @@ pub async fn mirrored_topic(
     };
     must(world, at, Request::AddMirrorRule(rule)).await?;
     let everywhere = within(Duration::from_secs(30), || async {
-        world
-            .specs()
-            .iter()
-            .all(|s| world.node(&s.name).is_some_and(|n| n.topics().get(topic).is_ok()))
+        world.specs().iter().all(|s| {
+            world
+                .node(&s.name)
+                .is_some_and(|n| n.topics().get(topic).is_ok())
+        })
     })
     .await;
     if everywhere.is_none() {
@@ -117,7 +118,9 @@ pub async fn mirrored_topic(
             format!("{topic} did not reach every region"),
         ));
     }
-    world.record(format!("{topic}: {partitions} partitions mirrored, {topology}"));
+    world.record(format!(
+        "{topic}: {partitions} partitions mirrored, {topology}"
+    ));
     Ok(())
 }
 
@@ -196,7 +199,10 @@ impl Member {
             }],
         };
         let Reply::Joined(joined) = must(world, name, Request::JoinGroup(join)).await? else {
-            return Err(Violation::new(invariant::LIVENESS, "join: unexpected reply"));
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                "join: unexpected reply",
+            ));
         };
         let sync = SyncGroup {
             group: group.into(),
@@ -205,10 +211,14 @@ impl Member {
             assignments: vec![],
         };
         let Reply::Synced(bytes) = must(world, name, Request::SyncGroup(sync)).await? else {
-            return Err(Violation::new(invariant::LIVENESS, "sync: unexpected reply"));
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                "sync: unexpected reply",
+            ));
         };
-        let assignment = decode_assignment(&bytes)
-            .ok_or_else(|| Violation::new(invariant::LIVENESS, "an assignment that does not decode"))?;
+        let assignment = decode_assignment(&bytes).ok_or_else(|| {
+            Violation::new(invariant::LIVENESS, "an assignment that does not decode")
+        })?;
         world.record(format!(
             "{name}: joined {group} generation {}",
             joined.generation
@@ -238,7 +248,10 @@ impl Member {
         let Reply::CommittedOffsets(offsets) =
             must(&self.world, &self.name, Request::FetchOffsets(request)).await?
         else {
-            return Err(Violation::new(invariant::LIVENESS, "offsets: unexpected reply"));
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                "offsets: unexpected reply",
+            ));
         };
         offsets
             .into_iter()

@@ -45,7 +45,10 @@ impl Faults {
         .await;
         match happened {
             Some(_) => Ok(()),
-            None => Err(Violation::new(invariant::LIVENESS, "a fault was not carried out")),
+            None => Err(Violation::new(
+                invariant::LIVENESS,
+                "a fault was not carried out",
+            )),
         }
     }
 
@@ -57,7 +60,10 @@ impl Faults {
     /// Restarts `name` and waits until its gateway runs again.
     pub async fn restart(&self, world: &World, name: &str) -> Result<(), Violation> {
         self.ask(Fault::Restart(name.to_string())).await?;
-        let back = within(Duration::from_secs(30), || async { world.node(name).is_some() }).await;
+        let back = within(Duration::from_secs(30), || async {
+            world.node(name).is_some()
+        })
+        .await;
         match back {
             Some(_) => Ok(()),
             None => Err(Violation::new(

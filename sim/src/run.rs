@@ -88,8 +88,28 @@ fn layout(scenario: &Scenario, seed: u64) -> Vec<NodeSpec> {
         .collect()
 }
 
-/// Runs `scenario` with `seed` on this thread.
+/// Runs `scenario` with `seed` on a thread of its own (what earlier runs
+/// left in thread-locals cannot reach it). The storage mutation switch of
+/// the calling thread carries over.
 pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
+    let mutated = meshgate_storage::mutation::duplicates_kept();
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            meshgate_storage::mutation::keep_duplicates(mutated);
+            run_here(scenario, seed)
+        });
+        run.join().unwrap_or_else(|_| Outcome {
+            scenario: scenario.name,
+            seed,
+            verdict: Err(Violation::new(invariant::NO_PANIC, "the runner panicked")),
+            simulated: Duration::ZERO,
+            wall: Duration::ZERO,
+            trace: Trace::default(),
+        })
+    })
+}
+
+fn run_here(scenario: &Scenario, seed: u64) -> Outcome {
     capture_panics();
     #[allow(
         clippy::disallowed_methods,
@@ -103,7 +123,10 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
             return Outcome {
                 scenario: scenario.name,
                 seed,
-                verdict: Err(Violation::new(invariant::LIVENESS, format!("world: {error:#}"))),
+                verdict: Err(Violation::new(
+                    invariant::LIVENESS,
+                    format!("world: {error:#}"),
+                )),
                 simulated: Duration::ZERO,
                 wall: started.elapsed(),
                 trace: Trace::default(),
@@ -113,7 +136,10 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     for spec in &specs {
         world.trace().record(
             Duration::ZERO,
-            format!("{} in {}, clock skew {} ms", spec.name, spec.region, spec.skew_ms),
+            format!(
+                "{} in {}, clock skew {} ms",
+                spec.name, spec.region, spec.skew_ms
+            ),
         );
     }
     let mut sim = turmoil::Builder::new()
@@ -129,10 +155,14 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
         rng: SmallRng::seed_from_u64(seed),
     };
     let body = (scenario.body)(context);
-    sim.client("scenario", async move { body.await.map_err(|violation| violation.into()) });
+    sim.client("scenario", async move {
+        body.await.map_err(|violation| violation.into())
+    });
     PANICS.with(|panics| *panics.borrow_mut() = Some(Vec::new()));
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| faults.drive(&world, &mut sim)));
-    let panics = PANICS.with(|panics| panics.borrow_mut().take()).unwrap_or_default();
+    let panics = PANICS
+        .with(|panics| panics.borrow_mut().take())
+        .unwrap_or_default();
     let simulated = sim.elapsed();
     // Drop the simulation (and every host's tasks) before the next seed.
     drop(sim);
@@ -141,7 +171,10 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
             invariant::NO_PANIC,
             format!("{} panic(s), first: {panic}", panics.len()),
         )),
-        (Err(_), None) => Err(Violation::new(invariant::NO_PANIC, "the simulation panicked")),
+        (Err(_), None) => Err(Violation::new(
+            invariant::NO_PANIC,
+            "the simulation panicked",
+        )),
         (Ok(Ok(())), None) => Ok(()),
         (Ok(Err(error)), None) => Err(match error.downcast::<Violation>() {
             Ok(violation) => *violation,
@@ -150,7 +183,9 @@ pub fn run_seed(scenario: &Scenario, seed: u64) -> Outcome {
     };
     match &verdict {
         Ok(()) => world.trace().record(simulated, "every invariant held"),
-        Err(violation) => world.trace().record(simulated, format!("VIOLATION {violation}")),
+        Err(violation) => world
+            .trace()
+            .record(simulated, format!("VIOLATION {violation}")),
     }
     Outcome {
         scenario: scenario.name,

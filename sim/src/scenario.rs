@@ -105,7 +105,11 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 /// Waits until every running region holds the same copy of every origin
 /// stream with every acknowledged record, checking prefixes all along; a
 /// convergence violation after `limit`. Returns how long it took.
-pub async fn converge(world: &World, ledger: &Ledger, limit: Duration) -> Result<Duration, Violation> {
+pub async fn converge(
+    world: &World,
+    ledger: &Ledger,
+    limit: Duration,
+) -> Result<Duration, Violation> {
     let start = tokio::time::Instant::now();
     loop {
         ledger.check_prefixes(world)?;
@@ -121,7 +125,10 @@ pub async fn converge(world: &World, ledger: &Ledger, limit: Duration) -> Result
         if start.elapsed() > limit {
             return Err(Violation::new(
                 invariant::CONVERGENCE,
-                format!("not converged {limit:?} after the heal: {}", ledger.divergence(world)),
+                format!(
+                    "not converged {limit:?} after the heal: {}",
+                    ledger.divergence(world)
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use meshgate_federation::membership::MembershipConfig;
 use meshgate_federation::transport::{ClusterCa, NodeName};
-use meshgate_gateway::clock::TokioClock;
+use meshgate_gateway::clock::Clock;
 use meshgate_gateway::config::GatewayConfig;
 use meshgate_gateway::gateway::{Environment, Gateway};
 use meshgate_gateway::mirror::MirrorConfig;
@@ -129,7 +129,8 @@ impl World {
 
     /// Records an event at the current simulated time.
     pub fn record(&self, event: impl Into<String>) {
-        self.shared.trace.record(turmoil::elapsed(), event);
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        self.shared.trace.record(at, event);
     }
 
     /// The gateways' specs.
@@ -217,7 +218,9 @@ impl World {
         let name = NodeName::parse(&spec.name)?;
         let environment = Environment {
             fs: Arc::new(self.shared.disks[&spec.name].clone()),
-            clock: Arc::new(TokioClock::new(EPOCH_MS, spec.skew_ms)),
+            clock: Arc::new(SimClock {
+                skew_ms: spec.skew_ms,
+            }),
             network: Arc::new(TurmoilNetwork::new(self.shared.seed ^ (start << 32), name)),
             seed: self.shared.seed ^ (start << 32) ^ fnv(&spec.name),
             certificates: Some(self.shared.certificates[&spec.name].clone()),
@@ -279,6 +282,23 @@ impl World {
         self.shared
             .trace
             .record(sim.elapsed(), format!("{name} restarting"));
+    }
+}
+
+/// The wall clock of a simulated gateway: the run's simulated time since
+/// [`EPOCH_MS`], shifted by the gateway's skew. It reads the simulation's
+/// own time, so it goes on across a restart and reads the same from any
+/// host (a tokio clock would not: each host's runtime has its own base,
+/// taken from the real clock when it was built).
+#[derive(Debug)]
+struct SimClock {
+    skew_ms: i64,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+        (EPOCH_MS + elapsed.as_millis() as u64).saturating_add_signed(self.skew_ms)
     }
 }
 

@@ -40,11 +40,11 @@ mod error;
 pub mod fs;
 mod index;
 pub mod log;
+#[doc(hidden)]
+pub mod mutation;
 mod scan;
 mod segment;
 pub mod types;
-#[doc(hidden)]
-pub mod mutation;
 pub mod vector;
 pub mod writer;
 

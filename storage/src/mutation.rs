@@ -19,6 +19,6 @@ pub fn keep_duplicates(on: bool) {
 }
 
 /// Whether [`keep_duplicates`] is on for this thread.
-pub(crate) fn duplicates_kept() -> bool {
+pub fn duplicates_kept() -> bool {
     DUPLICATES_KEPT.with(Cell::get)
 }

@@ -144,7 +144,10 @@ impl ClusterCa {
     /// same certificates byte for byte. For simulations, where a run must
     /// replay exactly; never for a real cluster, whose keys must be secret.
     pub fn seeded(seed: u64) -> Result<Self, TransportError> {
-        Self::generate_from(Some(derive_key_seed(&seed.to_le_bytes(), b"meshgate-sim-ca")))
+        Self::generate_from(Some(derive_key_seed(
+            &seed.to_le_bytes(),
+            b"meshgate-sim-ca",
+        )))
     }
 
     fn generate_from(seed: Option<[u8; 32]>) -> Result<Self, TransportError> {
@@ -625,7 +628,11 @@ mod tests {
         let issue = |seed| {
             let ca = ClusterCa::seeded(seed).expect("ca");
             let cert = ca.issue_node_cert(&node, &[]).expect("cert");
-            (ca.certificate().der.to_vec(), cert.cert.to_vec(), cert.key_pem)
+            (
+                ca.certificate().der.to_vec(),
+                cert.cert.to_vec(),
+                cert.key_pem,
+            )
         };
         assert_eq!(issue(7), issue(7));
         assert_ne!(issue(7).0, issue(8).0);

@@ -190,6 +190,10 @@ pub struct Mirror {
     book_changed: watch::Sender<u64>,
     commits: broadcast::Sender<CommitEvent>,
     next_commit_id: Mutex<u64>,
+    /// The latest commit of each group, per partition: a pull session that
+    /// starts sends them first, so a puller whose session was down when a
+    /// commit was made still gets it.
+    latest_commits: Mutex<BTreeMap<PartitionKey, BTreeMap<String, CommitEvent>>>,
     state: Mutex<reconcile::State>,
     reconciling: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -228,6 +232,7 @@ impl Mirror {
             book_changed,
             commits,
             next_commit_id: Mutex::new(1),
+            latest_commits: Mutex::new(BTreeMap::new()),
             state: Mutex::new(reconcile::State::default()),
             reconciling: tokio::sync::Mutex::new(()),
             shutdown,
@@ -408,14 +413,33 @@ impl Mirror {
             *next += 1;
             id
         };
-        let _ = self.commits.send(CommitEvent {
+        let event = CommitEvent {
             id,
             key,
             group: group.to_string(),
             vector,
             epoch,
-        });
+        };
+        self.latest_commits
+            .lock()
+            .entry(event.key.clone())
+            .or_default()
+            .insert(event.group.clone(), event.clone());
+        let _ = self.commits.send(event);
         id
+    }
+
+    /// The latest commit of every group of `key`, oldest first. Receivers
+    /// merge positions by pointwise max, so sending one again is harmless.
+    pub(crate) fn latest_commits(&self, key: &PartitionKey) -> Vec<CommitEvent> {
+        let mut events: Vec<CommitEvent> = self
+            .latest_commits
+            .lock()
+            .get(key)
+            .map(|groups| groups.values().cloned().collect())
+            .unwrap_or_default();
+        events.sort_by_key(|event| event.id);
+        events
     }
 
     /// Waits (bounded by `commit_wait_ms`) until every region with a live

@@ -234,6 +234,9 @@ impl Session {
         acks_ended: &mut tokio::sync::oneshot::Receiver<()>,
     ) -> Result<(), MirrorError> {
         let mut commit_events = self.mirror.commits.subscribe();
+        // Commits made while this puller had no session come first (after
+        // the records they cover, like every commit).
+        self.commits.extend(self.mirror.latest_commits(&self.key));
         let (mut cursor, gaps) = self.log.lock().mirror_start(&self.sent)?;
         for gap in gaps {
             let (origin, from, to) = (gap.origin, gap.from_seq, gap.to_seq);

@@ -247,7 +247,9 @@ impl Queues {
                     let mut state = domain.state();
                     state.topic_incarnation = incarnation;
                     let saved = match self.fs.create_dir_all(&self.dir) {
-                        Ok(()) => state_file::save(&*self.fs, &path, &state).map_err(|e| e.to_string()),
+                        Ok(()) => {
+                            state_file::save(&*self.fs, &path, &state).map_err(|e| e.to_string())
+                        }
                         Err(error) => Err(error.to_string()),
                     };
                     if let Err(error) = saved {

@@ -44,7 +44,9 @@ pub async fn chaos(mut cx: Context) -> Checked {
             }
             3 if a != b => {
                 let delay = Duration::from_millis(cx.rng.random_range(1..150));
-                cx.faults.ask(Fault::Latency(a.into(), b.into(), delay)).await?;
+                cx.faults
+                    .ask(Fault::Latency(a.into(), b.into(), delay))
+                    .await?;
             }
             4 if a != b => {
                 // A flapping link.
@@ -81,7 +83,11 @@ pub async fn chaos(mut cx: Context) -> Checked {
             .map_err(|error| Violation::new(invariant::NO_PANIC, format!("producer: {error}")))??;
         ledger.merge(part);
     }
-    world.record(format!("chaos over: {} records acknowledged", ledger.acked()));
+    world.record(format!(
+        "chaos over: {} records acknowledged",
+        ledger.acked()
+    ));
+    ledger.check_prefixes(&world)?;
     for (name, region) in REGIONS {
         ledger.check_origin_kept(&world, name, region)?;
     }
@@ -96,7 +102,9 @@ async fn heal_all(world: &World, faults: &crate::faults::Faults) -> Checked {
         for (b, _) in &REGIONS[i + 1..] {
             turmoil::repair(*a, *b);
             turmoil::release(*a, *b);
-            faults.ask(Fault::Loss((*a).into(), (*b).into(), 0.0)).await?;
+            faults
+                .ask(Fault::Loss((*a).into(), (*b).into(), 0.0))
+                .await?;
         }
     }
     world.record("every link healed");
@@ -123,10 +131,21 @@ async fn produce_through_faults(
         })
         .await;
         if up.is_none() {
-            return Err(Violation::new(invariant::LIVENESS, format!("{name} stayed down")));
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                format!("{name} stayed down"),
+            ));
         }
         let p = rng.random_range(0..partitions);
-        produce(world, name, region, p, format!("{region}-{p}-{i}"), &mut ledger).await?;
+        produce(
+            world,
+            name,
+            region,
+            p,
+            format!("{region}-{p}-{i}"),
+            &mut ledger,
+        )
+        .await?;
         let gap = rng.random_range(0..300);
         tokio::time::sleep(Duration::from_millis(gap)).await;
     }

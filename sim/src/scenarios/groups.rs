@@ -12,7 +12,7 @@ use crate::faults::{heal, partition};
 use crate::scenario::{Context, REGIONS, converge};
 
 /// Group `billing` consumes part of a mirrored topic in one region; that
-/// region is cut off; the group resumes in another region while producers
+/// region is cut off (or crashes); the group resumes in another region while producers
 /// go on everywhere, and again after the heal. Every record is delivered
 /// exactly once.
 pub async fn group_failover(mut cx: Context) -> Checked {
@@ -28,7 +28,15 @@ pub async fn group_failover(mut cx: Context) -> Checked {
     for (name, region) in REGIONS {
         for p in 0..partitions {
             for i in 0..per {
-                produce(&world, name, region, p, format!("{region}-{p}-{i}"), &mut ledger).await?;
+                produce(
+                    &world,
+                    name,
+                    region,
+                    p,
+                    format!("{region}-{p}-{i}"),
+                    &mut ledger,
+                )
+                .await?;
             }
         }
     }
@@ -42,33 +50,53 @@ pub async fn group_failover(mut cx: Context) -> Checked {
     world.record(format!("{} delivered in {from_region}", delivered.len()));
     // Commits travel after the records they cover, to every region alive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    partition(&world, &[from], &others(from));
-    // Producers go on on both sides of the cut.
-    for (name, region) in REGIONS {
+    // The group's region is cut off, or (by seed) crashes.
+    let crashed = cx.rng.random::<bool>();
+    if crashed {
+        cx.faults.crash(from, None).await?;
+    } else {
+        partition(&world, &[from], &others(from));
+    }
+    // Producers go on on both sides of the cut (not in a crashed region).
+    for (name, region) in REGIONS.into_iter().filter(|(h, _)| !crashed || *h != from) {
         for i in per..per + 5 {
-            produce(&world, name, region, 0, format!("{region}-0-{i}"), &mut ledger).await?;
+            produce(
+                &world,
+                name,
+                region,
+                0,
+                format!("{region}-0-{i}"),
+                &mut ledger,
+            )
+            .await?;
         }
     }
     let member = Member::join(&world, to, "billing", TOPIC).await?;
     member.consume(usize::MAX, &mut delivered).await?;
-    heal(&world, &[from], &others(from));
+    if crashed {
+        cx.faults.restart(&world, from).await?;
+    } else {
+        heal(&world, &[from], &others(from));
+    }
     converge(&world, &ledger, Duration::from_secs(60)).await?;
     member.consume(usize::MAX, &mut delivered).await?;
     let unique: BTreeSet<Delivery> = delivered.iter().cloned().collect();
-    ensure(unique.len() == delivered.len(), invariant::GROUP_EXACT, || {
-        format!(
-            "{} records delivered twice",
-            delivered.len() - unique.len()
-        )
-    })?;
+    ensure(
+        unique.len() == delivered.len(),
+        invariant::GROUP_EXACT,
+        || format!("{} records delivered twice", delivered.len() - unique.len()),
+    )?;
     let Some(node) = world.node(to) else {
-        return Err(crate::check::Violation::new(invariant::LIVENESS, format!("{to} is down")));
+        return Err(crate::check::Violation::new(
+            invariant::LIVENESS,
+            format!("{to} is down"),
+        ));
     };
     let all: BTreeSet<Delivery> = (0..partitions)
         .flat_map(|p| {
-            records(&node, TOPIC, p).into_iter().map(move |r| {
-                (p, r.origin.stream.region.to_string(), r.origin.seq.0)
-            })
+            records(&node, TOPIC, p)
+                .into_iter()
+                .map(move |r| (p, r.origin.stream.region.to_string(), r.origin.seq.0))
         })
         .collect();
     ensure(unique == all, invariant::GROUP_EXACT, || {

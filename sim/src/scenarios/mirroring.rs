@@ -79,7 +79,15 @@ pub async fn region_crash(mut cx: Context) -> Checked {
         .map_err(|error| Violation::new(invariant::NO_PANIC, format!("producer: {error}")))??;
     for (name, region) in REGIONS.iter().filter(|(h, _)| *h != victim) {
         for i in 0..cx.rng.random_range(5..20) {
-            produce(&world, name, region, 0, format!("{region}-0-{i}"), &mut ledger).await?;
+            produce(
+                &world,
+                name,
+                region,
+                0,
+                format!("{region}-0-{i}"),
+                &mut ledger,
+            )
+            .await?;
         }
     }
     ledger.check_prefixes(&world)?;
@@ -113,7 +121,15 @@ pub async fn chain_origin_down(mut cx: Context) -> Checked {
     let mut ledger = Ledger::new(TOPIC, 1);
     let count = cx.rng.random_range(10..50);
     for i in 0..count {
-        produce(&world, host(origin), origin, 0, format!("{origin}-0-{i}"), &mut ledger).await?;
+        produce(
+            &world,
+            host(origin),
+            origin,
+            0,
+            format!("{origin}-0-{i}"),
+            &mut ledger,
+        )
+        .await?;
     }
     let holds_all = |name: &'static str| {
         let (world, want) = (world.clone(), count as usize);
@@ -129,20 +145,36 @@ pub async fn chain_origin_down(mut cx: Context) -> Checked {
         }
     };
     let middle_has = crate::world::within(Duration::from_secs(30), holds_all(host(middle))).await;
-    crate::check::ensure(middle_has.is_some(), crate::check::invariant::LIVENESS, || {
-        format!("{middle} did not get {origin}'s records")
-    })?;
+    crate::check::ensure(
+        middle_has.is_some(),
+        crate::check::invariant::LIVENESS,
+        || format!("{middle} did not get {origin}'s records"),
+    )?;
     cx.faults.crash(host(origin), None).await?;
     let last_has = crate::world::within(Duration::from_secs(60), holds_all(host(last))).await;
     ledger.check_prefixes(&world)?;
-    crate::check::ensure(last_has.is_some(), crate::check::invariant::CONVERGENCE, || {
-        format!("{last} did not get {origin}'s records through {middle} while {origin} was down")
-    })?;
+    crate::check::ensure(
+        last_has.is_some(),
+        crate::check::invariant::CONVERGENCE,
+        || {
+            format!(
+                "{last} did not get {origin}'s records through {middle} while {origin} was down"
+            )
+        },
+    )?;
     world.record(format!("{last} holds {origin}'s records through {middle}"));
     cx.faults.restart(&world, host(origin)).await?;
     ledger.check_origin_kept(&world, host(origin), origin)?;
     for i in count..count + 10 {
-        produce(&world, host(origin), origin, 0, format!("{origin}-0-{i}"), &mut ledger).await?;
+        produce(
+            &world,
+            host(origin),
+            origin,
+            0,
+            format!("{origin}-0-{i}"),
+            &mut ledger,
+        )
+        .await?;
     }
     converge(&world, &ledger, Duration::from_secs(60)).await?;
     Ok(())

@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use meshgate_protocol::{
-    CreateTopic, Produce, ProduceRecord, QueueOptions, QueueSpec, Receive, Reply, Request, Settle,
-    SettleAction, TopicSettings, Acks,
+    Acks, CreateTopic, Produce, ProduceRecord, QueueOptions, QueueSpec, Receive, Reply, Request,
+    Settle, SettleAction, TopicSettings,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -64,19 +64,16 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     must(&world, GATEWAY, Request::CreateQueue(spec)).await?;
     world.record(format!("queue {QUEUE} created"));
     let seen = Rc::new(RefCell::new(Seen::default()));
-    let mut consumers = Vec::new();
-    for index in 0..3u64 {
-        let rng = SmallRng::seed_from_u64(cx.seed ^ (index + 1).wrapping_mul(0x9e37_79b9));
-        consumers.push(tokio::task::spawn_local(consume(
-            world.clone(),
-            QUEUE,
-            rng,
-            seen.clone(),
-        )));
-    }
-    let rng = SmallRng::seed_from_u64(cx.seed ^ 0xdead);
-    consumers.push(tokio::task::spawn_local(consume(world.clone(), DEAD, rng, seen.clone())));
-
+    // One task takes turns for three consumers and the dead-letter
+    // drainer: which consumer gets a message is part of the seed's run.
+    let mut consumers: Vec<(&'static str, SmallRng)> = (0..3u64)
+        .map(|index| {
+            let seed = cx.seed ^ (index + 1).wrapping_mul(0x9e37_79b9);
+            (QUEUE, SmallRng::seed_from_u64(seed))
+        })
+        .collect();
+    consumers.push((DEAD, SmallRng::seed_from_u64(cx.seed ^ 0xdead)));
+    let consumers = tokio::task::spawn_local(consume(world.clone(), consumers, seen.clone()));
     let mut produced = BTreeSet::new();
     let mut poison = BTreeSet::new();
     let before = cx.rng.random_range(10..40);
@@ -115,24 +112,26 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     })
     .await;
     seen.borrow_mut().done = true;
-    for consumer in consumers {
-        consumer
-            .await
-            .map_err(|error| Violation::new(invariant::NO_PANIC, format!("consumer: {error}")))??;
-    }
+    consumers
+        .await
+        .map_err(|error| Violation::new(invariant::NO_PANIC, format!("consumers: {error}")))??;
     let seen = seen.borrow();
     let unsettled: Vec<&String> = produced
         .iter()
         .filter(|v| !seen.acked.contains(*v) && !seen.dead.contains(*v))
         .collect();
-    ensure(settled.is_some() && unsettled.is_empty(), invariant::QUEUE_DELIVERY, || {
-        format!(
-            "{} of {} messages neither acknowledged nor dead-lettered, e.g. {:?}",
-            unsettled.len(),
-            produced.len(),
-            unsettled.first()
-        )
-    })?;
+    ensure(
+        settled.is_some() && unsettled.is_empty(),
+        invariant::QUEUE_DELIVERY,
+        || {
+            format!(
+                "{} of {} messages neither acknowledged nor dead-lettered, e.g. {:?}",
+                unsettled.len(),
+                produced.len(),
+                unsettled.first()
+            )
+        },
+    )?;
     let acked_poison: Vec<&String> = poison.intersection(&seen.acked).collect();
     ensure(acked_poison.is_empty(), invariant::QUEUE_DELIVERY, || {
         format!("poison messages acknowledged: {acked_poison:?}")
@@ -169,21 +168,26 @@ async fn produce(world: &World, partition: u32, value: &str) -> Checked {
     must(world, GATEWAY, request).await.map(|_| ())
 }
 
-/// One consumer of `queue` until the scenario is done: acks, nacks or
-/// drops each message as its `rng` says (a dead-letter consumer acks all).
+/// The consumers, in turns, until the scenario is done: each acks, nacks
+/// or drops each message as its rng says (the dead-letter drainer acks
+/// all).
 async fn consume(
     world: World,
-    queue: &'static str,
-    mut rng: SmallRng,
+    mut consumers: Vec<(&'static str, SmallRng)>,
     seen: Rc<RefCell<Seen>>,
 ) -> Checked {
-    let drains = queue == DEAD;
     // Bounded: the scenario sets `done` before its time limit.
-    while !seen.borrow().done {
+    for turn in 0.. {
+        if seen.borrow().done {
+            break;
+        }
+        let (queue, rng) = &mut consumers[turn % 4];
+        let queue: &'static str = queue;
+        let drains = queue == DEAD;
         let receive = Receive {
             queue: queue.into(),
             count_max: rng.random_range(1..=4),
-            wait_ms: 200,
+            wait_ms: 50,
             visibility_ms: None,
         };
         let messages = match call(&world, GATEWAY, Request::Receive(receive)).await {
@@ -199,7 +203,10 @@ async fn consume(
                 continue;
             }
             Err(CallError::Refused(error)) => {
-                return Err(Violation::new(invariant::LIVENESS, format!("receive: {error}")));
+                return Err(Violation::new(
+                    invariant::LIVENESS,
+                    format!("receive: {error}"),
+                ));
             }
         };
         for message in messages {
@@ -214,10 +221,24 @@ async fn consume(
                 }
             } else if roll >= 70 {
                 // The consumer crashed: the lease runs out.
+                world.record(format!(
+                    "{queue}: {value} attempt {} dropped",
+                    message.attempt
+                ));
                 continue;
             } else {
                 SettleAction::Ack
             };
+            world.record(format!(
+                "{queue}: {value} attempt {} lease {:x} -> {}",
+                message.attempt,
+                message.lease,
+                match action {
+                    SettleAction::Ack => "ack",
+                    SettleAction::Nack { .. } => "nack",
+                    SettleAction::Extend { .. } => "extend",
+                }
+            ));
             let settle = Settle {
                 queue: queue.into(),
                 leases: vec![message.lease],

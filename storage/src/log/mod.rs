@@ -260,7 +260,8 @@ impl Log {
                 .records()
                 .map(|r| r.map(|stored| stored.record))
                 .collect::<Result<_>>()?;
-            let placed = Batch::encode(self.end_offset(), &header.origin, OriginSeq(held), &records);
+            let placed =
+                Batch::encode(self.end_offset(), &header.origin, OriginSeq(held), &records);
             let info = self.append_encoded(placed.bytes(), placed.header(), now_ms)?;
             return Ok(AppendOutcome::Appended { info, skipped: 0 });
         }

@@ -1,0 +1,68 @@
+//! The scenarios on a few seeds each, replay by seed, and the mutation
+//! check: a log that keeps mirrored duplicates is caught.
+
+use meshgate_sim::check::invariant;
+use meshgate_sim::{ALL, run_seed};
+
+#[test]
+fn every_scenario_keeps_its_invariants_on_a_few_seeds() {
+    for scenario in &ALL {
+        for seed in 1..=3 {
+            let outcome = run_seed(scenario, seed);
+            assert!(
+                outcome.verdict.is_ok(),
+                "{} seed {seed}: {:?}\n{}",
+                scenario.name,
+                outcome.verdict,
+                outcome.trace.lines().join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    for scenario in &ALL {
+        let first = run_seed(scenario, 11);
+        let second = run_seed(scenario, 11);
+        assert!(
+            first.trace.lines().len() > 10,
+            "{}: the trace records the run",
+            scenario.name
+        );
+        assert_eq!(
+            first.trace.lines(),
+            second.trace.lines(),
+            "{}: seed 11 ran the same way twice",
+            scenario.name
+        );
+        assert_eq!(first.trace.hash(), second.trace.hash());
+        assert_ne!(
+            first.trace.hash(),
+            run_seed(scenario, 12).trace.hash(),
+            "{}: another seed makes another run",
+            scenario.name
+        );
+    }
+}
+
+#[test]
+fn a_log_that_keeps_mirrored_duplicates_is_caught_within_twenty_seeds() {
+    let scenario = meshgate_sim::scenario::find("chaos").expect("chaos");
+    meshgate_storage::mutation::keep_duplicates(true);
+    let caught = (1..=20).find_map(|seed| {
+        let outcome = run_seed(scenario, seed);
+        outcome.verdict.err().map(|violation| (seed, violation))
+    });
+    meshgate_storage::mutation::keep_duplicates(false);
+    let (seed, violation) = caught.expect("the mutation is caught within 20 seeds");
+    assert_eq!(
+        violation.invariant,
+        invariant::PREFIX,
+        "seed {seed}: {violation}"
+    );
+    assert!(
+        run_seed(scenario, seed).verdict.is_ok(),
+        "seed {seed} passes unmutated"
+    );
+}
