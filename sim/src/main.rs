@@ -88,8 +88,25 @@ fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Set to `keep-duplicates`, the log keeps mirrored duplicates (a
+/// deliberate bug): the runs must fail, which shows the checks have teeth.
+const MUTATION_VARIABLE: &str = "MESHGATE_SIM_MUTATION";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match std::env::var(MUTATION_VARIABLE).as_deref() {
+        Ok("keep-duplicates") => {
+            eprintln!("meshgate sim: mutation on: logs keep mirrored duplicates");
+            meshgate_storage::mutation::keep_duplicates(true);
+        }
+        Ok(other) => {
+            eprintln!(
+                "meshgate sim: unknown {MUTATION_VARIABLE} `{other}` (known: keep-duplicates)"
+            );
+            return ExitCode::from(2);
+        }
+        Err(_) => {}
+    }
     match cli.command {
         Command::List => {
             for scenario in &scenario::ALL {

@@ -211,9 +211,11 @@ pub fn run_many(
         .collect();
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::with_capacity(work.len()));
+    let mutated = meshgate_storage::mutation::duplicates_kept();
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
+                meshgate_storage::mutation::keep_duplicates(mutated);
                 // Bounded: each round takes the next item of `work`.
                 loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);

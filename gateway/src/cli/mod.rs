@@ -16,6 +16,7 @@ mod mirror;
 mod produce;
 mod queue;
 mod serve;
+mod sim;
 mod topic;
 
 use std::process::ExitCode;
@@ -68,6 +69,11 @@ enum Command {
     Certs(certs::CertsCommand),
     /// Exit 0 when a gateway's admin HTTP answers healthy (for containers).
     Health(health::HealthArgs),
+    /// Deterministic failure simulation: `sim list`, `sim run --scenario
+    /// NAME|all --seeds 1..500 [--jobs N]`, `sim run --scenario NAME --seed S
+    /// --trace` (runs the meshgate-sim program; `sim --help` for more).
+    #[command(disable_help_flag = true)]
+    Sim(sim::SimArgs),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info` for `serve`,
@@ -91,6 +97,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => return serve::run(args).await,
         Command::Health(args) => return Ok(health::run(args)),
+        Command::Sim(args) => return sim::run(args),
         Command::Certs(command) => certs::run(command)?,
         Command::Members(args) => members::run(&connect, args).await?,
         Command::Mirror(command) => mirror::run(&connect, command).await?,
