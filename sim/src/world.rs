@@ -44,8 +44,12 @@ pub struct NodeSpec {
     pub skew_ms: i64,
 }
 
+/// Where the answer to a call goes; taken by whoever is first: the
+/// gateway answering, or a crash of the gateway ([`World::crash`]).
+type Answer = Arc<Mutex<Option<oneshot::Sender<Response>>>>;
+
 /// Sends a request into a gateway's host, where it is handled.
-type Caller = tokio::sync::mpsc::UnboundedSender<(Request, oneshot::Sender<Response>)>;
+type Caller = tokio::sync::mpsc::UnboundedSender<(Request, Answer)>;
 
 struct Shared {
     seed: u64,
@@ -54,6 +58,9 @@ struct Shared {
     disks: BTreeMap<String, MemFs>,
     running: Mutex<BTreeMap<String, Arc<Node>>>,
     callers: Mutex<BTreeMap<String, Caller>>,
+    /// Calls waiting for an answer, by gateway and call number.
+    pending: Mutex<BTreeMap<(String, u64), Answer>>,
+    next_call: AtomicU64,
     starts: BTreeMap<String, AtomicU64>,
     trace: Trace,
 }
@@ -104,6 +111,8 @@ impl World {
                 disks,
                 running: Mutex::new(BTreeMap::new()),
                 callers: Mutex::new(BTreeMap::new()),
+                pending: Mutex::new(BTreeMap::new()),
+                next_call: AtomicU64::new(0),
                 starts,
                 trace: Trace::default(),
             }),
@@ -165,8 +174,22 @@ impl World {
     pub async fn call(&self, name: &str, request: Request) -> Option<Response> {
         let caller = self.shared.callers.lock().get(name).cloned()?;
         let (answer, answered) = oneshot::channel();
-        caller.send((request, answer)).ok()?;
-        answered.await.ok()
+        let answer: Answer = Arc::new(Mutex::new(Some(answer)));
+        let key = (
+            name.to_string(),
+            self.shared.next_call.fetch_add(1, Ordering::SeqCst),
+        );
+        self.shared
+            .pending
+            .lock()
+            .insert(key.clone(), answer.clone());
+        let sent = caller.send((request, answer));
+        let reply = match sent {
+            Ok(()) => answered.await.ok(),
+            Err(_) => None,
+        };
+        self.shared.pending.lock().remove(&key);
+        reply
     }
 
     /// The configuration every simulated gateway runs with.
@@ -244,7 +267,10 @@ impl World {
             while let Some((request, answer)) = calls.recv().await {
                 let node = node.clone();
                 tokio::spawn(async move {
-                    let _ = answer.send(node.handle(request).await);
+                    let response = node.handle(request).await;
+                    if let Some(answer) = answer.lock().take() {
+                        let _ = answer.send(response);
+                    }
                 });
             }
         });
@@ -263,6 +289,21 @@ impl World {
     /// Crashes `name`: its host stops, its disk keeps only what was synced
     /// (plus, with `torn_seed`, a torn part of the rest).
     pub fn crash(&self, sim: &mut turmoil::Sim<'_>, name: &str, torn_seed: Option<u64>) {
+        // Calls in flight fail first, in the order they were made: left to
+        // the crash, they would fail in the order tokio drops the host's
+        // tasks, which follows process-wide task ids (another run in the
+        // same process would wake its clients in another order).
+        let doomed: Vec<Answer> = {
+            let mut pending = self.shared.pending.lock();
+            let keys: Vec<(String, u64)> = pending
+                .range((name.to_string(), 0)..=(name.to_string(), u64::MAX))
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter().filter_map(|key| pending.remove(key)).collect()
+        };
+        for answer in doomed {
+            drop(answer.lock().take());
+        }
         sim.crash(name.to_string());
         self.shared.running.lock().remove(name);
         self.shared.callers.lock().remove(name);

@@ -64,16 +64,17 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     must(&world, GATEWAY, Request::CreateQueue(spec)).await?;
     world.record(format!("queue {QUEUE} created"));
     let seen = Rc::new(RefCell::new(Seen::default()));
-    // One task takes turns for three consumers and the dead-letter
-    // drainer: which consumer gets a message is part of the seed's run.
-    let mut consumers: Vec<(&'static str, SmallRng)> = (0..3u64)
-        .map(|index| {
-            let seed = cx.seed ^ (index + 1).wrapping_mul(0x9e37_79b9);
-            (QUEUE, SmallRng::seed_from_u64(seed))
-        })
-        .collect();
-    consumers.push((DEAD, SmallRng::seed_from_u64(cx.seed ^ 0xdead)));
-    let consumers = tokio::task::spawn_local(consume(world.clone(), consumers, seen.clone()));
+    let mut consumers = Vec::new();
+    for index in 0..3u64 {
+        let rng = SmallRng::seed_from_u64(cx.seed ^ (index + 1).wrapping_mul(0x9e37_79b9));
+        let name = format!("consumer-{index}");
+        let consumer = consume(world.clone(), name, QUEUE, rng, seen.clone());
+        consumers.push(tokio::task::spawn_local(consumer));
+    }
+    let rng = SmallRng::seed_from_u64(cx.seed ^ 0xdead);
+    let drainer = consume(world.clone(), "drainer".into(), DEAD, rng, seen.clone());
+    consumers.push(tokio::task::spawn_local(drainer));
+
     let mut produced = BTreeSet::new();
     let mut poison = BTreeSet::new();
     let before = cx.rng.random_range(10..40);
@@ -112,9 +113,11 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     })
     .await;
     seen.borrow_mut().done = true;
-    consumers
-        .await
-        .map_err(|error| Violation::new(invariant::NO_PANIC, format!("consumers: {error}")))??;
+    for consumer in consumers {
+        consumer
+            .await
+            .map_err(|error| Violation::new(invariant::NO_PANIC, format!("consumer: {error}")))??;
+    }
     let seen = seen.borrow();
     let unsettled: Vec<&String> = produced
         .iter()
@@ -168,26 +171,22 @@ async fn produce(world: &World, partition: u32, value: &str) -> Checked {
     must(world, GATEWAY, request).await.map(|_| ())
 }
 
-/// The consumers, in turns, until the scenario is done: each acks, nacks
-/// or drops each message as its rng says (the dead-letter drainer acks
-/// all).
+/// One consumer of `queue` until the scenario is done: acks, nacks or
+/// drops each message as its `rng` says (a dead-letter consumer acks all).
 async fn consume(
     world: World,
-    mut consumers: Vec<(&'static str, SmallRng)>,
+    name: String,
+    queue: &'static str,
+    mut rng: SmallRng,
     seen: Rc<RefCell<Seen>>,
 ) -> Checked {
+    let drains = queue == DEAD;
     // Bounded: the scenario sets `done` before its time limit.
-    for turn in 0.. {
-        if seen.borrow().done {
-            break;
-        }
-        let (queue, rng) = &mut consumers[turn % 4];
-        let queue: &'static str = queue;
-        let drains = queue == DEAD;
+    while !seen.borrow().done {
         let receive = Receive {
             queue: queue.into(),
             count_max: rng.random_range(1..=4),
-            wait_ms: 50,
+            wait_ms: 200,
             visibility_ms: None,
         };
         let messages = match call(&world, GATEWAY, Request::Receive(receive)).await {
@@ -222,7 +221,7 @@ async fn consume(
             } else if roll >= 70 {
                 // The consumer crashed: the lease runs out.
                 world.record(format!(
-                    "{queue}: {value} attempt {} dropped",
+                    "{name}: {value} attempt {} dropped",
                     message.attempt
                 ));
                 continue;
@@ -230,13 +229,12 @@ async fn consume(
                 SettleAction::Ack
             };
             world.record(format!(
-                "{queue}: {value} attempt {} lease {:x} -> {}",
+                "{name}: {value} attempt {} {}",
                 message.attempt,
-                message.lease,
                 match action {
-                    SettleAction::Ack => "ack",
-                    SettleAction::Nack { .. } => "nack",
-                    SettleAction::Extend { .. } => "extend",
+                    SettleAction::Ack => "acked",
+                    SettleAction::Nack { .. } => "nacked",
+                    SettleAction::Extend { .. } => "extended",
                 }
             ));
             let settle = Settle {
