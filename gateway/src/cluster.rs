@@ -37,6 +37,7 @@ pub struct Cluster {
     addresses: MemberAddresses,
     local: NodeId,
     driver: tokio::task::JoinHandle<()>,
+    incarnations: Incarnations,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -48,24 +49,65 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// Reads, increments and stores the node's incarnation counter, so every
-/// start rejoins the cluster with a higher incarnation than the last.
-fn next_incarnation(fs: &dyn FileSystem, data_dir: &Path) -> Result<u64, StartError> {
-    let path = data_dir.join("incarnation");
-    let previous = if fs.exists(&path) {
-        fs.open(&path, OpenMode::Existing)
-            .and_then(|file| file.read_all())
-            .ok()
-            .and_then(|bytes| String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    let next = previous + 1;
-    write_atomically(fs, &path, format!("{next}\n").as_bytes()).map_err(|source| {
-        StartError::Cluster(format!("cannot store {}: {source}", path.display()))
-    })?;
-    Ok(next)
+/// Identity renewals a run may make before it writes a new reservation.
+const INCARNATIONS_RESERVED: u64 = 1_000;
+
+/// The node's incarnations: the file `incarnation` in the data directory
+/// holds the highest one reserved so far. A start takes the next and
+/// reserves [`INCARNATIONS_RESERVED`] more for the identity renewals of its
+/// run (a node renews its identity when the cluster declared it down), so a
+/// restart comes back above every identity the last run used, even one
+/// renewed just before a crash; otherwise peers that hold the last run's
+/// identity down would ignore the lower one (found by the simulation).
+struct Incarnations {
+    fs: Arc<dyn FileSystem>,
+    path: std::path::PathBuf,
+    reserved: Mutex<u64>,
+}
+
+impl Incarnations {
+    /// Takes the next incarnation and reserves the run's renewals.
+    fn start(fs: Arc<dyn FileSystem>, data_dir: &Path) -> Result<(Self, u64), StartError> {
+        let path = data_dir.join("incarnation");
+        let previous = if fs.exists(&path) {
+            fs.open(&path, OpenMode::Existing)
+                .and_then(|file| file.read_all())
+                .ok()
+                .and_then(|bytes| String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let next = previous + 1;
+        let incarnations = Incarnations {
+            fs,
+            path,
+            reserved: Mutex::new(0),
+        };
+        incarnations
+            .reserve(next + INCARNATIONS_RESERVED)
+            .map_err(StartError::Cluster)?;
+        Ok((incarnations, next))
+    }
+
+    fn reserve(&self, up_to: u64) -> Result<(), String> {
+        write_atomically(&*self.fs, &self.path, format!("{up_to}\n").as_bytes())
+            .map_err(|source| format!("cannot store {}: {source}", self.path.display()))?;
+        *self.reserved.lock() = up_to;
+        Ok(())
+    }
+
+    /// After a renewal to `incarnation`: reserves more once half the
+    /// reservation is used.
+    fn renewed(&self, incarnation: u64) {
+        let reserved = *self.reserved.lock();
+        if incarnation + INCARNATIONS_RESERVED / 2 < reserved {
+            return;
+        }
+        if let Err(error) = self.reserve(incarnation + INCARNATIONS_RESERVED) {
+            tracing::error!(target: "meshgate::cluster", %error, "incarnation reservation not stored; a restart may come back under a used identity");
+        }
+    }
 }
 
 /// The IP others reach this node at: `advertise_host` if set, else the
@@ -99,7 +141,7 @@ pub struct ClusterStart<'a> {
     /// The node's configuration.
     pub config: &'a GatewayConfig,
     /// Its file system (for the incarnation counter).
-    pub fs: &'a dyn FileSystem,
+    pub fs: Arc<dyn FileSystem>,
     /// Its id.
     pub node_id: &'a str,
     /// Its region.
@@ -150,7 +192,7 @@ impl Cluster {
         )?;
 
         let ip = advertised_ip(config, network).await?;
-        let incarnation = next_incarnation(fs, &config.data_dir)?;
+        let (incarnations, incarnation) = Incarnations::start(fs, &config.data_dir)?;
         let node =
             NodeId::parse(node_id).map_err(|error| StartError::Cluster(error.to_string()))?;
         let peer = SocketAddr::new(ip, peer_bound.port());
@@ -203,6 +245,7 @@ impl Cluster {
             addresses,
             local: node,
             driver,
+            incarnations,
         });
         tokio::spawn(maintain_links(cluster.clone(), shutdown));
         tracing::info!(target: "meshgate::cluster", gossip = %addresses.gossip, peer = %addresses.peer, incarnation, "joined the federation");
@@ -378,6 +421,9 @@ async fn maintain_links(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             Ok(MembershipEvent::MemberRenamed { current, .. }) => add_link(&cluster, &current),
             Ok(MembershipEvent::MemberDown(id) | MembershipEvent::MemberLeft(id)) => {
                 remove_link(&cluster, &id);
+            }
+            Ok(MembershipEvent::IdentityRenewed(id)) => {
+                cluster.incarnations.renewed(id.incarnation().0);
             }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {

@@ -176,7 +176,7 @@ impl Gateway {
         let cluster = Cluster::start(
             ClusterStart {
                 config: &config,
-                fs: &*fs,
+                fs: fs.clone(),
                 node_id: node.node_id(),
                 region: node.region(),
                 tls: &certificates,

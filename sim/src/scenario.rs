@@ -123,11 +123,22 @@ pub async fn converge(
             return Ok(took);
         }
         if start.elapsed() > limit {
+            let mut views = Vec::new();
+            for (name, node) in world.running() {
+                let members: Vec<String> = node
+                    .members()
+                    .await
+                    .iter()
+                    .map(|m| format!("{}#{} {}", m.node_id, m.incarnation, m.state))
+                    .collect();
+                views.push(format!("{name} sees [{}]", members.join(", ")));
+            }
             return Err(Violation::new(
                 invariant::CONVERGENCE,
                 format!(
-                    "not converged {limit:?} after the heal: {}",
-                    ledger.divergence(world)
+                    "not converged {limit:?} after the heal: {}; membership: {}",
+                    ledger.divergence(world),
+                    views.join("; ")
                 ),
             ));
         }

@@ -563,6 +563,12 @@ impl Membership {
             tracing::error!(target: "meshgate::federation::membership", "incarnation exhausted; staying isolated");
             return;
         };
+        self.restart_swim_as(renewed);
+    }
+
+    /// Starts over with a fresh foca under `renewed` and announces it to
+    /// the seeds until someone answers.
+    fn restart_swim_as(&mut self, renewed: MemberId) {
         self.epoch = self.epoch.wrapping_add(1);
         self.swim = build_swim(renewed.clone(), &self.config, &self.state, &mut self.rng);
         self.stats.identity_renewals += 1;
@@ -589,6 +595,7 @@ impl Membership {
             );
         }
         let mut isolated = false;
+        let mut rejoined = None;
         while let Some(notification) = self.runtime.to_notify() {
             match notification {
                 OwnedNotification::MemberUp(id) => self.report(id, MemberState::Alive),
@@ -611,20 +618,24 @@ impl Membership {
                     self.push_event(MembershipEvent::Isolated);
                     isolated = true;
                 }
-                OwnedNotification::Rejoin(id) => {
-                    self.stats.identity_renewals += 1;
-                    self.push_event(MembershipEvent::IdentityRenewed(id));
-                    if let Err(error) = self.broadcast_own_metadata() {
-                        self.stats.swim_errors += 1;
-                        tracing::warn!(target: "meshgate::federation::membership", %error, "metadata not re-broadcast");
-                    }
-                }
+                // foca renewed the identity after hearing it was declared
+                // down, but kept its member table while dropping the
+                // timers of it: a member it held suspect then stays
+                // suspect for good, so it neither probes it nor counts
+                // itself alone and announces. Start over instead, as
+                // after isolation (found by the simulation, chaos).
+                OwnedNotification::Rejoin(id) => rejoined = Some(id),
                 // Reached only by leaving: identities always renew otherwise.
                 OwnedNotification::Defunct => {}
             }
         }
         self.drain_state_changes();
-        if isolated && !self.leaving {
+        if self.leaving {
+            return;
+        }
+        if let Some(renewed) = rejoined {
+            self.restart_swim_as(renewed);
+        } else if isolated {
             self.restart_swim();
         }
     }
