@@ -499,3 +499,30 @@ fn add_link(cluster: &Cluster, id: &MemberId) {
         tracing::warn!(target: "meshgate::cluster", %error, "cannot add a peer link");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshgate_storage::MemFs;
+
+    #[test]
+    fn a_restart_comes_back_above_every_identity_the_last_run_renewed_to() {
+        let fs: Arc<dyn FileSystem> = Arc::new(MemFs::new());
+        let dir = Path::new("/data");
+        fs.create_dir_all(dir).expect("dir");
+        let (first, incarnation) = Incarnations::start(fs.clone(), dir).expect("first start");
+        assert_eq!(incarnation, 1);
+        // Renewals inside the reservation write nothing; past half of it,
+        // a new reservation.
+        first.renewed(2);
+        first.renewed(1 + INCARNATIONS_RESERVED / 2 + 10);
+        let renewed_to = 1 + INCARNATIONS_RESERVED / 2 + 10;
+        let (_, restarted) = Incarnations::start(fs.clone(), dir).expect("second start");
+        assert!(
+            restarted > renewed_to,
+            "{restarted} must be above {renewed_to}"
+        );
+        let (_, again) = Incarnations::start(fs, dir).expect("third start");
+        assert!(again > restarted);
+    }
+}

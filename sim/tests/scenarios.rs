@@ -66,3 +66,25 @@ fn a_log_that_keeps_mirrored_duplicates_is_caught_within_twenty_seeds() {
         "seed {seed} passes unmutated"
     );
 }
+
+/// Seeds that found bugs, kept as regressions (the code changed since, so
+/// each now runs a different schedule; they stay cheap checks).
+#[test]
+fn seeds_that_found_bugs_pass() {
+    for (name, seed) in [
+        // A new queue's start position was not written before a crash.
+        ("queue-consumer-crashes", 7),
+        // A pull session did not send commits made while it was down.
+        ("group-failover", 29),
+        // foca's own rejoin left a member suspect for good.
+        ("chaos", 298),
+    ] {
+        let scenario = meshgate_sim::scenario::find(name).expect("scenario");
+        let outcome = run_seed(scenario, seed);
+        assert!(
+            outcome.verdict.is_ok(),
+            "{name} seed {seed}: {:?}",
+            outcome.verdict
+        );
+    }
+}
