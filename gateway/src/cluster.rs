@@ -69,12 +69,25 @@ impl Incarnations {
     /// Takes the next incarnation and reserves the run's renewals.
     fn start(fs: Arc<dyn FileSystem>, data_dir: &Path) -> Result<(Self, u64), StartError> {
         let path = data_dir.join("incarnation");
+        // An unreadable counter stops the start: coming back under a low
+        // incarnation would leave the node out of the cluster.
         let previous = if fs.exists(&path) {
-            fs.open(&path, OpenMode::Existing)
+            let bytes = fs
+                .open(&path, OpenMode::Existing)
                 .and_then(|file| file.read_all())
-                .ok()
-                .and_then(|bytes| String::from_utf8_lossy(&bytes).trim().parse::<u64>().ok())
-                .unwrap_or(0)
+                .map_err(|source| {
+                    StartError::Cluster(format!("cannot read {}: {source}", path.display()))
+                })?;
+            String::from_utf8_lossy(&bytes)
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| {
+                    StartError::Cluster(format!(
+                        "{} does not hold an incarnation number; remove it only if no \
+                         peer has seen this node (it would come back as new)",
+                        path.display()
+                    ))
+                })?
         } else {
             0
         };
@@ -522,7 +535,14 @@ mod tests {
             restarted > renewed_to,
             "{restarted} must be above {renewed_to}"
         );
-        let (_, again) = Incarnations::start(fs, dir).expect("third start");
+        let (_, again) = Incarnations::start(fs.clone(), dir).expect("third start");
         assert!(again > restarted);
+
+        write_atomically(&*fs, &dir.join("incarnation"), b"garbage\n").expect("write");
+        let refused = Incarnations::start(fs, dir).err().expect("refused");
+        assert!(
+            refused.to_string().contains("incarnation number"),
+            "{refused}"
+        );
     }
 }

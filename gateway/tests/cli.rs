@@ -446,3 +446,58 @@ fn cli_queue_commands_create_consume_nack_redrive_describe_and_delete() {
     let unknown = node.fails(&["queue", "describe", "orders.inventory"]);
     assert!(unknown.contains("UnknownQueue"), "{unknown}");
 }
+
+/// A copy of `meshgate` in a directory of its own, optionally with a
+/// `meshgate-sim` beside it.
+fn lone_meshgate(sim_script: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let meshgate = dir.path().join("meshgate");
+    std::fs::copy(MESHGATE, &meshgate).expect("copy meshgate");
+    if let Some(script) = sim_script {
+        let sim = dir.path().join("meshgate-sim");
+        std::fs::write(&sim, script).expect("write meshgate-sim");
+        std::fs::set_permissions(&sim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    (dir, meshgate)
+}
+
+#[test]
+fn sim_hands_its_arguments_to_meshgate_sim_and_exits_as_it_does() {
+    let script = "#!/bin/sh\necho \"sim got: $*\"\nexit 3\n";
+    let (_dir, meshgate) = lone_meshgate(Some(script));
+    let out = Command::new(&meshgate)
+        .args([
+            "sim",
+            "run",
+            "--scenario",
+            "chaos",
+            "--seed",
+            "7",
+            "--trace",
+        ])
+        .env("PATH", "")
+        .output()
+        .expect("meshgate runs");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sim got: run --scenario chaos --seed 7 --trace"
+    );
+}
+
+#[test]
+fn sim_without_meshgate_sim_says_how_to_build_it() {
+    let (_dir, meshgate) = lone_meshgate(None);
+    let out = Command::new(&meshgate)
+        .args(["sim", "list"])
+        .env("PATH", "")
+        .output()
+        .expect("meshgate runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cargo build --release -p meshgate-sim"),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use meshgate_gateway::node::Node;
-use meshgate_storage::StoredRecord;
+use meshgate_storage::{StoredRecord, VersionVector};
 
 use crate::world::World;
 
@@ -71,48 +71,71 @@ pub mod invariant {
     pub const QUEUE_DELIVERY: &str = "queue-delivery";
     /// A task of a node panicked.
     pub const NO_PANIC: &str = "no-panic";
+    /// A node could not read its own log.
+    pub const LOG_READABLE: &str = "log-readable";
     /// The scenario could not do what it needed (a request failed where it
     /// must not, or the run exceeded its simulated time).
     pub const LIVENESS: &str = "liveness";
 }
 
-/// Every visible record of one partition of `topic` at `node`, in log order.
-pub fn records(node: &Node, topic: &str, partition: u32) -> Vec<StoredRecord> {
-    let Ok(topic) = node.topics().get(topic) else {
-        return Vec::new();
+/// Every visible record of one partition of `topic` at `node`, in log
+/// order; none while the topic does not exist there. A log that cannot be
+/// read is a violation (a prefix cut short by a read error would pass).
+pub fn records(node: &Node, topic: &str, partition: u32) -> Result<Vec<StoredRecord>, Violation> {
+    let unreadable = |what: String| {
+        Violation::new(
+            invariant::LOG_READABLE,
+            format!("{} {topic}/{partition}: {what}", node.node_id()),
+        )
     };
-    let Ok(log) = topic.partition(partition) else {
-        return Vec::new();
+    let Ok(handle) = node.topics().get(topic) else {
+        return Ok(Vec::new());
     };
+    let log = handle
+        .partition(partition)
+        .map_err(|error| unreadable(error.to_string()))?;
     let mut offset = log.lock().start_offset();
     let mut all = Vec::new();
     // Bounded: each round moves `offset` forward or stops.
     loop {
-        let Ok(chunk) = log.read(offset, 1 << 20) else {
-            return all;
-        };
+        let chunk = log
+            .read(offset, 1 << 20)
+            .map_err(|error| unreadable(error.to_string()))?;
         if chunk.bytes.is_empty() || chunk.next_offset <= offset {
-            return all;
+            return Ok(all);
         }
-        let Ok(records) = chunk.records_from(offset) else {
-            return all;
-        };
+        let records = chunk
+            .records_from(offset)
+            .map_err(|error| unreadable(error.to_string()))?;
         all.extend(records);
         offset = chunk.next_offset;
     }
 }
 
+/// The version vector of one partition of `topic` at `node`: how many
+/// records of each origin stream it holds (`None` without the topic).
+pub fn vector(node: &Node, topic: &str, partition: u32) -> Option<VersionVector> {
+    let topic = node.topics().get(topic).ok()?;
+    let log = topic.partition(partition).ok()?;
+    let vector = log.lock().vector().clone();
+    Some(vector)
+}
+
 /// The values of each origin region's records in one partition, in log
 /// order.
-pub fn streams(node: &Node, topic: &str, partition: u32) -> BTreeMap<String, Vec<String>> {
+pub fn streams(
+    node: &Node,
+    topic: &str,
+    partition: u32,
+) -> Result<BTreeMap<String, Vec<String>>, Violation> {
     let mut streams: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in records(node, topic, partition) {
+    for record in records(node, topic, partition)? {
         streams
             .entry(record.origin.stream.region.to_string())
             .or_default()
             .push(String::from_utf8_lossy(&record.record.value).into_owned());
     }
-    streams
+    Ok(streams)
 }
 
 /// One record a client sent to its origin region.
@@ -157,8 +180,14 @@ impl Ledger {
             .push(Sent { value, acked });
     }
 
-    /// Adds what another client wrote to the same topic.
+    /// Adds what another client wrote to the same topic, to streams (a
+    /// partition and origin) this ledger does not hold: the order within a
+    /// stream is known only to the one client that wrote it.
     pub fn merge(&mut self, other: Ledger) {
+        debug_assert!(
+            other.sent.keys().all(|key| !self.sent.contains_key(key)),
+            "ledgers merged over the same stream"
+        );
         for (key, sent) in other.sent {
             self.sent.entry(key).or_default().extend(sent);
         }
@@ -177,7 +206,7 @@ impl Ledger {
         for partition in 0..self.partitions {
             let mut longest: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
             for (name, node) in world.running() {
-                for (origin, held) in streams(&node, &self.topic, partition) {
+                for (origin, held) in streams(&node, &self.topic, partition)? {
                     let sent = self
                         .sent
                         .get(&(partition, origin.clone()))
@@ -220,13 +249,16 @@ impl Ledger {
     }
 
     /// Checks that `node` (of `region`) still holds every record it
-    /// acknowledged, in order.
+    /// acknowledged (their order is [`Ledger::check_prefixes`]' business).
     pub fn check_origin_kept(&self, world: &World, node: &str, region: &str) -> Checked {
         let Some(running) = world.node(node) else {
-            return Ok(());
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                format!("{node} is down where its records are checked"),
+            ));
         };
         for partition in 0..self.partitions {
-            let held = streams(&running, &self.topic, partition)
+            let held = streams(&running, &self.topic, partition)?
                 .remove(region)
                 .unwrap_or_default();
             let sent = self
@@ -250,14 +282,15 @@ impl Ledger {
     }
 
     /// Whether every running region holds the same copy of every origin
-    /// stream, with every acknowledged record in it.
-    pub fn converged(&self, world: &World) -> bool {
+    /// stream, with every acknowledged record in it, and the same version
+    /// vector.
+    pub fn converged(&self, world: &World) -> Result<bool, Violation> {
         let running = world.running();
-        (0..self.partitions).all(|partition| {
-            let copies: Vec<_> = running
-                .iter()
-                .map(|(_, node)| streams(node, &self.topic, partition))
-                .collect();
+        for partition in 0..self.partitions {
+            let mut copies = Vec::new();
+            for (_, node) in &running {
+                copies.push(streams(node, &self.topic, partition)?);
+            }
             let complete = copies.first().is_some_and(|first| {
                 self.sent
                     .iter()
@@ -269,8 +302,18 @@ impl Ledger {
                             .all(|s| held.contains(&s.value))
                     })
             });
-            complete && copies.windows(2).all(|pair| pair[0] == pair[1])
-        })
+            let vectors: Vec<Option<VersionVector>> = running
+                .iter()
+                .map(|(_, node)| vector(node, &self.topic, partition))
+                .collect();
+            if !complete
+                || copies.windows(2).any(|pair| pair[0] != pair[1])
+                || vectors.windows(2).any(|pair| pair[0] != pair[1])
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// A description of what differs, for a convergence violation.
@@ -279,6 +322,7 @@ impl Ledger {
         for partition in 0..self.partitions {
             for (name, node) in world.running() {
                 let counts: Vec<String> = streams(&node, &self.topic, partition)
+                    .unwrap_or_default()
                     .iter()
                     .map(|(origin, held)| format!("{origin}={}", held.len()))
                     .collect();

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use meshgate_protocol::{
-    Acks, CommitOffsets, CreateTopic, FetchOffsets, GroupProtocol, JoinGroup, MirrorRuleSpec,
-    PartitionOffset, Produce, ProduceRecord, Reply, Request, SyncGroup, TopicPartitions,
-    TopicSettings, WireError, decode_assignment, encode_subscription, vector_from_entries,
+    Acks, CommitOffsets, CreateTopic, Fetch, FetchOffsets, GroupProtocol, JoinGroup,
+    MirrorRuleSpec, PartitionOffset, Produce, ProduceRecord, Reply, Request, SyncGroup,
+    TopicPartitions, TopicSettings, WireError, decode_assignment, encode_subscription,
+    vector_from_entries,
 };
-use meshgate_storage::VersionVector;
+use meshgate_storage::batch::BATCH_BYTES_LIMIT;
+use meshgate_storage::{Batch, StoredRecord, VersionVector};
 
-use crate::check::{Checked, Ledger, Violation, invariant, records};
-use crate::world::{World, within};
+use crate::check::{Checked, Ledger, Violation, invariant};
+use crate::world::{World, eventually};
 
 /// Why a request got no reply.
 #[derive(Debug)]
@@ -53,27 +55,25 @@ pub async fn must(world: &World, name: &str, request: Request) -> Result<Reply, 
 /// alive; a liveness violation after `limit`.
 pub async fn all_alive(world: &World, limit: Duration) -> Checked {
     let count = world.specs().len();
-    let alive = within(limit, || async {
-        let running = world.running();
-        if running.len() != count {
-            return false;
-        }
-        for (_, node) in running {
-            let members = node.members().await;
-            if members.iter().filter(|m| m.state == "alive").count() != count {
+    eventually(
+        limit,
+        invariant::LIVENESS,
+        || format!("the gateways did not all see each other within {limit:?}"),
+        || async {
+            let running = world.running();
+            if running.len() != count {
                 return false;
             }
-        }
-        true
-    })
-    .await;
-    match alive {
-        Some(_) => Ok(()),
-        None => Err(Violation::new(
-            invariant::LIVENESS,
-            format!("the gateways did not all see each other within {limit:?}"),
-        )),
-    }
+            for (_, node) in running {
+                let members = node.members().await;
+                if members.iter().filter(|m| m.state == "alive").count() != count {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await
 }
 
 /// Creates `topic` with `partitions` at gateway `at`, mirrors it to every
@@ -93,8 +93,12 @@ pub async fn mirrored_topic(
         },
     };
     must(world, at, Request::CreateTopic(create)).await?;
-    let mut regions: Vec<String> = world.specs().iter().map(|s| s.region.clone()).collect();
-    regions.dedup();
+    let mut regions: Vec<String> = Vec::new();
+    for spec in world.specs() {
+        if !regions.contains(&spec.region) {
+            regions.push(spec.region.clone());
+        }
+    }
     let rule = MirrorRuleSpec {
         name: topic.into(),
         topics: topic.into(),
@@ -104,20 +108,19 @@ pub async fn mirrored_topic(
         filter_key_prefix: None,
     };
     must(world, at, Request::AddMirrorRule(rule)).await?;
-    let everywhere = within(Duration::from_secs(30), || async {
-        world.specs().iter().all(|s| {
-            world
-                .node(&s.name)
-                .is_some_and(|n| n.topics().get(topic).is_ok())
-        })
-    })
-    .await;
-    if everywhere.is_none() {
-        return Err(Violation::new(
-            invariant::LIVENESS,
-            format!("{topic} did not reach every region"),
-        ));
-    }
+    eventually(
+        Duration::from_secs(30),
+        invariant::LIVENESS,
+        || format!("{topic} did not reach every region"),
+        || async {
+            world.specs().iter().all(|s| {
+                world
+                    .node(&s.name)
+                    .is_some_and(|n| n.topics().get(topic).is_ok())
+            })
+        },
+    )
+    .await?;
     world.record(format!(
         "{topic}: {partitions} partitions mirrored, {topology}"
     ));
@@ -264,21 +267,18 @@ impl Member {
             .collect()
     }
 
-    /// Consumes up to `limit` records per partition, committing each.
+    /// Consumes up to `limit` records per partition, committing each: it
+    /// fetches from the committed offset through the gateway and skips
+    /// what the committed vector says was consumed (as the client does).
     pub async fn consume(&self, limit: usize, delivered: &mut Vec<Delivery>) -> Checked {
         for (partition, (offset, consumed)) in self.positions().await? {
-            let Some(node) = self.world.node(&self.name) else {
-                return Err(Violation::new(
-                    invariant::LIVENESS,
-                    format!("{} went down under the group", self.name),
-                ));
-            };
-            let pending: Vec<_> = records(&node, &self.topic, partition)
-                .into_iter()
-                .filter(|r| r.offset.0 >= offset)
-                .filter(|r| r.origin.seq.0 >= consumed.get(&r.origin.stream))
-                .take(limit)
-                .collect();
+            let pending: Vec<StoredRecord> =
+                fetch_all(&self.world, &self.name, &self.topic, partition, offset)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.origin.seq.0 >= consumed.get(&r.origin.stream))
+                    .take(limit)
+                    .collect();
             for record in pending {
                 delivered.push((
                     partition,
@@ -298,5 +298,51 @@ impl Member {
             }
         }
         Ok(())
+    }
+}
+
+/// Every record of `topic`/`partition` at gateway `name` from `offset` to
+/// the high watermark, fetched through the gateway.
+pub async fn fetch_all(
+    world: &World,
+    name: &str,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Result<Vec<StoredRecord>, Violation> {
+    let mut records = Vec::new();
+    // Bounded: each round moves `offset` forward or stops.
+    loop {
+        let fetch = Fetch {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+        };
+        let Reply::Fetched(fetched) = must(world, name, Request::Fetch(fetch)).await? else {
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                "fetch: unexpected reply",
+            ));
+        };
+        let malformed = |error: meshgate_storage::StorageError| {
+            Violation::new(
+                invariant::LIVENESS,
+                format!("{name} sent a malformed batch of {topic}/{partition}: {error}"),
+            )
+        };
+        for batch in Batch::parse_all(fetched.batches, BATCH_BYTES_LIMIT).map_err(malformed)? {
+            for stored in batch.records() {
+                let stored = stored.map_err(malformed)?;
+                if stored.offset.0 >= offset {
+                    records.push(stored);
+                }
+            }
+        }
+        if fetched.next_offset <= offset || fetched.next_offset >= fetched.high_watermark {
+            return Ok(records);
+        }
+        offset = fetched.next_offset;
     }
 }

@@ -4,13 +4,13 @@
 //! client asks for through [`Faults`]. Every fault goes into the trace.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use crate::check::{Violation, invariant};
-use crate::world::{World, within};
+use crate::world::{World, eventually};
 
 /// A fault carried out by the stepping loop.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,26 +26,24 @@ pub enum Fault {
     Latency(String, String, Duration),
 }
 
-/// Faults asked by the simulated clients, and how many were carried out.
+/// A fault and the ticket its asker waits on.
+type Asked = (Fault, oneshot::Sender<()>);
+
+/// Faults asked by the simulated clients, each with the ticket its asker
+/// waits on.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    asked: Arc<Mutex<Vec<Fault>>>,
-    done: Arc<AtomicU64>,
+    asked: Arc<Mutex<Vec<Asked>>>,
 }
 
 impl Faults {
     /// Asks for `fault` and waits (in simulated time) until it happened.
     pub async fn ask(&self, fault: Fault) -> Result<(), Violation> {
-        let before = self.done.load(Ordering::SeqCst);
-        self.asked.lock().push(fault);
-        let done = &self.done;
-        let happened = within(Duration::from_secs(10), || async {
-            done.load(Ordering::SeqCst) > before
-        })
-        .await;
-        match happened {
-            Some(_) => Ok(()),
-            None => Err(Violation::new(
+        let (done, happened) = oneshot::channel();
+        self.asked.lock().push((fault, done));
+        match tokio::time::timeout(Duration::from_secs(10), happened).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Violation::new(
                 invariant::LIVENESS,
                 "a fault was not carried out",
             )),
@@ -60,17 +58,13 @@ impl Faults {
     /// Restarts `name` and waits until its gateway runs again.
     pub async fn restart(&self, world: &World, name: &str) -> Result<(), Violation> {
         self.ask(Fault::Restart(name.to_string())).await?;
-        let back = within(Duration::from_secs(30), || async {
-            world.node(name).is_some()
-        })
-        .await;
-        match back {
-            Some(_) => Ok(()),
-            None => Err(Violation::new(
-                invariant::LIVENESS,
-                format!("{name} did not start again"),
-            )),
-        }
+        eventually(
+            Duration::from_secs(30),
+            invariant::LIVENESS,
+            || format!("{name} did not start again"),
+            || async { world.node(name).is_some() },
+        )
+        .await
     }
 
     /// Runs the simulation to its end, carrying out faults as asked.
@@ -81,7 +75,7 @@ impl Faults {
     ) -> Result<(), Box<dyn std::error::Error>> {
         loop {
             let asked = std::mem::take(&mut *self.asked.lock());
-            for fault in asked {
+            for (fault, done) in asked {
                 match &fault {
                     Fault::Crash(name, torn) => world.crash(sim, name, *torn),
                     Fault::Restart(name) => world.restart(sim, name),
@@ -96,7 +90,7 @@ impl Faults {
                         world.trace().record(sim.elapsed(), event);
                     }
                 }
-                self.done.fetch_add(1, Ordering::SeqCst);
+                let _ = done.send(());
             }
             if sim.step()? {
                 return Ok(());

@@ -52,6 +52,9 @@ struct RunArgs {
     jobs: usize,
 }
 
+/// Seeds one run takes at most (a day's worth at the slowest scenario).
+const SEEDS_MAX: u64 = 10_000_000;
+
 /// An inclusive range of seeds.
 #[derive(Debug, Clone, Copy)]
 struct SeedRange {
@@ -80,6 +83,9 @@ fn parse_seeds(text: &str) -> Result<SeedRange, String> {
     };
     if range.last < range.first {
         return Err(format!("{text}: the range is empty"));
+    }
+    if range.last - range.first >= SEEDS_MAX {
+        return Err(format!("{text}: at most {SEEDS_MAX} seeds per run"));
     }
     Ok(range)
 }
@@ -139,20 +145,19 @@ fn run(args: RunArgs) -> ExitCode {
         let mut failed = false;
         for scenario in scenarios {
             let outcome = run_seed(scenario, seed);
+            let mut out = std::io::stdout().lock();
             if args.trace {
-                println!("# {} seed {}", outcome.scenario, outcome.seed);
-                for line in outcome.trace.lines() {
-                    println!("{line}");
-                }
+                print_trace(&mut out, &outcome);
             }
-            println!(
-                "{} seed {}: {} in {:.1} s simulated, {:.2} s wall; trace {}",
+            let verdict = match &outcome.verdict {
+                Ok(()) => "passed".to_string(),
+                Err(violation) => format!("FAILED {violation}"),
+            };
+            let _ = writeln!(
+                out,
+                "{} seed {}: {verdict} in {:.1} s simulated, {:.2} s wall; trace {}",
                 outcome.scenario,
                 outcome.seed,
-                match &outcome.verdict {
-                    Ok(()) => "passed".to_string(),
-                    Err(violation) => format!("FAILED {violation}"),
-                },
                 outcome.simulated.as_secs_f64(),
                 outcome.wall.as_secs_f64(),
                 &outcome.trace.hash()[..16],
@@ -167,23 +172,13 @@ fn run(args: RunArgs) -> ExitCode {
     }
     let seeds: Vec<u64> = (args.seeds.first..=args.seeds.last).collect();
     let show_trace = args.trace;
+    // Failures as they happen, and again in the summary.
     let progress = move |outcome: &Outcome| {
         let mut out = std::io::stdout().lock();
         if show_trace {
-            let _ = writeln!(out, "# {} seed {}", outcome.scenario, outcome.seed);
-            for line in outcome.trace.lines() {
-                let _ = writeln!(out, "{line}");
-            }
+            print_trace(&mut out, outcome);
         }
-        if let Err(violation) = &outcome.verdict {
-            let _ = writeln!(
-                out,
-                "FAILED {} seed {}: {violation}\n  replay: {}",
-                outcome.scenario,
-                outcome.seed,
-                outcome.replay_command()
-            );
-        }
+        print_failure(&mut out, outcome);
     };
     #[allow(
         clippy::disallowed_methods,
@@ -233,15 +228,30 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("\n{} seed(s) failed:", failed.len());
+    let mut out = std::io::stdout().lock();
     for outcome in failed {
-        if let Err(violation) = &outcome.verdict {
-            println!(
-                "  {} seed {}: {violation}\n    replay: {}",
-                outcome.scenario,
-                outcome.seed,
-                outcome.replay_command()
-            );
-        }
+        print_failure(&mut out, outcome);
     }
     ExitCode::FAILURE
+}
+
+/// The timeline of a run, under a header naming it.
+fn print_trace(out: &mut impl Write, outcome: &Outcome) {
+    let _ = writeln!(out, "# {} seed {}", outcome.scenario, outcome.seed);
+    for line in outcome.trace.lines() {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// A failed run: its violation and the command that replays it.
+fn print_failure(out: &mut impl Write, outcome: &Outcome) {
+    if let Err(violation) = &outcome.verdict {
+        let _ = writeln!(
+            out,
+            "FAILED {} seed {}: {violation}\n  replay: {}",
+            outcome.scenario,
+            outcome.seed,
+            outcome.replay_command()
+        );
+    }
 }

@@ -83,7 +83,7 @@ fn layout(scenario: &Scenario, seed: u64) -> Vec<NodeSpec> {
         .map(|(name, region)| NodeSpec {
             name: (*name).to_string(),
             region: (*region).to_string(),
-            skew_ms: rng.random_range(-scenario.max_skew_ms..=scenario.max_skew_ms),
+            skew_ms: rng.random_range(-scenario.skew_ms_max..=scenario.skew_ms_max),
         })
         .collect()
 }

@@ -44,7 +44,7 @@ pub struct Scenario {
     /// One line on what it does.
     pub about: &'static str,
     /// Each gateway's clock is off by up to this much, chosen by the seed.
-    pub max_skew_ms: i64,
+    pub skew_ms_max: i64,
     /// Simulated time a seed may take before it counts as stuck.
     pub limit: Duration,
     /// The client's work.
@@ -56,42 +56,42 @@ pub const ALL: [Scenario; 6] = [
     Scenario {
         name: "region-partition",
         about: "active-active producers in three regions; one region is cut off and healed",
-        max_skew_ms: 250,
+        skew_ms_max: 250,
         limit: Duration::from_secs(300),
         body: |cx| Box::pin(scenarios::region_partition(cx)),
     },
     Scenario {
         name: "region-crash",
         about: "a region crashes mid-produce with torn writes and restarts on its disk",
-        max_skew_ms: 250,
+        skew_ms_max: 250,
         limit: Duration::from_secs(300),
         body: |cx| Box::pin(scenarios::region_crash(cx)),
     },
     Scenario {
         name: "group-failover",
         about: "a consumer group fails over to another region while its region is cut off",
-        max_skew_ms: 250,
+        skew_ms_max: 250,
         limit: Duration::from_secs(300),
         body: |cx| Box::pin(scenarios::group_failover(cx)),
     },
     Scenario {
         name: "chain-origin-down",
         about: "a chain of three regions carries the origin's records on while it is down",
-        max_skew_ms: 250,
+        skew_ms_max: 250,
         limit: Duration::from_secs(300),
         body: |cx| Box::pin(scenarios::chain_origin_down(cx)),
     },
     Scenario {
         name: "queue-consumer-crashes",
         about: "a dispatch queue whose consumers crash, nack and time out, and whose gateway restarts",
-        max_skew_ms: 250,
+        skew_ms_max: 250,
         limit: Duration::from_secs(600),
         body: |cx| Box::pin(scenarios::queue_consumer_crashes(cx)),
     },
     Scenario {
         name: "chaos",
         about: "producers everywhere under random partitions, loss, latency, holds, flapping links and crashes",
-        max_skew_ms: 2_000,
+        skew_ms_max: 2_000,
         limit: Duration::from_secs(600),
         body: |cx| Box::pin(scenarios::chaos(cx)),
     },
@@ -113,7 +113,7 @@ pub async fn converge(
     let start = tokio::time::Instant::now();
     loop {
         ledger.check_prefixes(world)?;
-        if ledger.converged(world) {
+        if ledger.converged(world)? {
             let took = start.elapsed();
             world.record(format!(
                 "converged after {} ms ({} acknowledged records)",

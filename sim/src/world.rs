@@ -387,3 +387,21 @@ where
     }
     None
 }
+
+/// Like [`within`], but a violation of `invariant` (described by `detail`)
+/// when `condition` does not hold in time.
+pub async fn eventually<F, Fut>(
+    limit: Duration,
+    invariant: &'static str,
+    detail: impl FnOnce() -> String,
+    condition: F,
+) -> crate::check::Checked
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    match within(limit, condition).await {
+        Some(_) => Ok(()),
+        None => Err(crate::check::Violation::new(invariant, detail())),
+    }
+}

@@ -40,6 +40,7 @@ mod error;
 pub mod fs;
 mod index;
 pub mod log;
+#[cfg(feature = "mutation")]
 #[doc(hidden)]
 pub mod mutation;
 mod scan;

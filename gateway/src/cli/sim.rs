@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 /// Arguments passed on to `meshgate-sim` (`list`, `run ...`, `--help`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct SimArgs {
@@ -47,7 +49,7 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let status = std::process::Command::new(&program)
         .args(&args.args)
         .status()
-        .map_err(|error| anyhow::anyhow!("cannot run {}: {error}", program.display()))?;
+        .with_context(|| format!("cannot run {}", program.display()))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -192,7 +192,10 @@ pub struct Mirror {
     next_commit_id: Mutex<u64>,
     /// The latest commit of each group, per partition: a pull session that
     /// starts sends them first, so a puller whose session was down when a
-    /// commit was made still gets it.
+    /// commit was made still gets it. In memory: after a restart of this
+    /// node, pullers get a group's position again with its next commit. One
+    /// entry per group and partition committed here (groups are bounded by
+    /// the groups configuration's `groups_max`).
     latest_commits: Mutex<BTreeMap<PartitionKey, BTreeMap<String, CommitEvent>>>,
     state: Mutex<reconcile::State>,
     reconciling: tokio::sync::Mutex<()>,
@@ -420,11 +423,17 @@ impl Mirror {
             vector,
             epoch,
         };
-        self.latest_commits
-            .lock()
-            .entry(event.key.clone())
-            .or_default()
-            .insert(event.group.clone(), event.clone());
+        {
+            // Ids are taken before this lock: keep the newer of two racing.
+            let mut latest = self.latest_commits.lock();
+            let groups = latest.entry(event.key.clone()).or_default();
+            if groups
+                .get(&event.group)
+                .is_none_or(|kept| kept.id < event.id)
+            {
+                groups.insert(event.group.clone(), event.clone());
+            }
+        }
         let _ = self.commits.send(event);
         id
     }

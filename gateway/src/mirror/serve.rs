@@ -278,7 +278,10 @@ impl Session {
                     Ok(event) if event.key == self.key => self.commits.push_back(event),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(target: "meshgate::mirror", missed, "commit events missed; they reach the puller with later commits");
+                        // The latest commit of every group covers the ones
+                        // missed (positions merge by pointwise max).
+                        tracing::warn!(target: "meshgate::mirror", missed, "commit events missed; sending the latest of every group again");
+                        self.commits.extend(self.mirror.latest_commits(&self.key));
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },

@@ -6,10 +6,11 @@ use std::time::Duration;
 use rand::Rng;
 
 use super::{TOPIC, host, others};
-use crate::check::{Checked, Ledger, Violation, invariant};
+use crate::check::{Checked, Ledger, Violation, invariant, streams};
 use crate::client::{all_alive, mirrored_topic, produce};
 use crate::faults::{heal, partition};
 use crate::scenario::{Context, REGIONS, converge};
+use crate::world::eventually;
 
 /// Active-active producers in three regions; a region chosen by the seed
 /// is cut off from the others for a round of produce, then healed.
@@ -137,31 +138,33 @@ pub async fn chain_origin_down(mut cx: Context) -> Checked {
             let world = world.clone();
             async move {
                 world.node(name).is_some_and(|node| {
-                    crate::check::streams(&node, TOPIC, 0)
-                        .get(origin)
-                        .is_some_and(|held| held.len() == want)
+                    streams(&node, TOPIC, 0).is_ok_and(|streams| {
+                        streams.get(origin).is_some_and(|held| held.len() == want)
+                    })
                 })
             }
         }
     };
-    let middle_has = crate::world::within(Duration::from_secs(30), holds_all(host(middle))).await;
-    crate::check::ensure(
-        middle_has.is_some(),
-        crate::check::invariant::LIVENESS,
+    eventually(
+        Duration::from_secs(30),
+        invariant::LIVENESS,
         || format!("{middle} did not get {origin}'s records"),
-    )?;
+        holds_all(host(middle)),
+    )
+    .await?;
     cx.faults.crash(host(origin), None).await?;
-    let last_has = crate::world::within(Duration::from_secs(60), holds_all(host(last))).await;
-    ledger.check_prefixes(&world)?;
-    crate::check::ensure(
-        last_has.is_some(),
-        crate::check::invariant::CONVERGENCE,
+    eventually(
+        Duration::from_secs(60),
+        invariant::CONVERGENCE,
         || {
             format!(
                 "{last} did not get {origin}'s records through {middle} while {origin} was down"
             )
         },
-    )?;
+        holds_all(host(last)),
+    )
+    .await?;
+    ledger.check_prefixes(&world)?;
     world.record(format!("{last} holds {origin}'s records through {middle}"));
     cx.faults.restart(&world, host(origin)).await?;
     ledger.check_origin_kept(&world, host(origin), origin)?;

@@ -19,12 +19,13 @@ use crate::scenario::REGIONS;
 /// The topic every mirroring scenario writes.
 pub(crate) const TOPIC: &str = "orders";
 
-/// Host of `region`.
+/// Host of `region`, one of [`REGIONS`].
 pub(crate) fn host(region: &str) -> &'static str {
     REGIONS
         .iter()
         .find(|(_, r)| *r == region)
-        .map_or("", |(h, _)| h)
+        .map(|(h, _)| *h)
+        .unwrap_or_else(|| unreachable!("{region} is not one of the scenario regions"))
 }
 
 /// Hosts other than `host`.

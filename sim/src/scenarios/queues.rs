@@ -6,14 +6,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use meshgate_protocol::{
-    Acks, CreateTopic, Produce, ProduceRecord, QueueOptions, QueueSpec, Receive, Reply, Request,
-    Settle, SettleAction, TopicSettings,
+    CreateTopic, QueueOptions, QueueSpec, Receive, Reply, Request, Settle, SettleAction,
+    TopicSettings,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::{Checked, Violation, ensure, invariant};
-use crate::client::{CallError, all_alive, call, must};
+use crate::check::{Checked, Ledger, Violation, ensure, invariant};
+use crate::client::{CallError, all_alive, call, must, produce};
 use crate::scenario::Context;
 use crate::world::World;
 
@@ -27,8 +27,19 @@ const MAX_ATTEMPTS: u32 = 3;
 struct Seen {
     acked: BTreeSet<String>,
     dead: BTreeSet<String>,
+    /// Acks whose answer was lost in a crash: the gateway may have taken
+    /// them (then the message is settled and never comes back) or not.
+    maybe_acked: BTreeSet<String>,
     deliveries: u64,
     done: bool,
+}
+
+impl Seen {
+    /// Whether `value` was acknowledged or dead-lettered (or acked with
+    /// the answer lost).
+    fn settled(&self, value: &str) -> bool {
+        self.acked.contains(value) || self.dead.contains(value) || self.maybe_acked.contains(value)
+    }
 }
 
 /// Messages are produced to a topic feeding queue `orders.work` (lease
@@ -75,6 +86,7 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     let drainer = consume(world.clone(), "drainer".into(), DEAD, rng, seen.clone());
     consumers.push(tokio::task::spawn_local(drainer));
 
+    let mut ledger = Ledger::new("orders", 2);
     let mut produced = BTreeSet::new();
     let mut poison = BTreeSet::new();
     let before = cx.rng.random_range(10..40);
@@ -92,7 +104,21 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
         } else {
             format!("order-{i}")
         };
-        produce(&world, i % 2, &value).await?;
+        if !produce(
+            &world,
+            GATEWAY,
+            "us-east",
+            i % 2,
+            value.clone(),
+            &mut ledger,
+        )
+        .await?
+        {
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                format!("{GATEWAY} went down under a produce"),
+            ));
+        }
         if value.starts_with("poison") {
             poison.insert(value.clone());
         }
@@ -107,9 +133,7 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
     ));
     let settled = crate::world::within(Duration::from_secs(240), || async {
         let seen = seen.borrow();
-        produced
-            .iter()
-            .all(|v| seen.acked.contains(v) || seen.dead.contains(v))
+        produced.iter().all(|v| seen.settled(v))
     })
     .await;
     seen.borrow_mut().done = true;
@@ -119,10 +143,7 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
             .map_err(|error| Violation::new(invariant::NO_PANIC, format!("consumer: {error}")))??;
     }
     let seen = seen.borrow();
-    let unsettled: Vec<&String> = produced
-        .iter()
-        .filter(|v| !seen.acked.contains(*v) && !seen.dead.contains(*v))
-        .collect();
+    let unsettled: Vec<&String> = produced.iter().filter(|v| !seen.settled(v)).collect();
     ensure(
         settled.is_some() && unsettled.is_empty(),
         invariant::QUEUE_DELIVERY,
@@ -135,13 +156,19 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
             )
         },
     )?;
-    let acked_poison: Vec<&String> = poison.intersection(&seen.acked).collect();
-    ensure(acked_poison.is_empty(), invariant::QUEUE_DELIVERY, || {
-        format!("poison messages acknowledged: {acked_poison:?}")
+    // Consumers always nack poison: it must end in the dead-letter queue
+    // (or with an ack to the dead-letter queue whose answer was lost).
+    let not_dead: Vec<&String> = poison
+        .iter()
+        .filter(|v| !seen.dead.contains(*v) && !seen.maybe_acked.contains(*v))
+        .collect();
+    ensure(not_dead.is_empty(), invariant::QUEUE_DELIVERY, || {
+        format!("poison messages not dead-lettered: {not_dead:?}")
     })?;
     let foreign: Vec<&String> = seen
         .acked
-        .union(&seen.dead)
+        .iter()
+        .chain(&seen.dead)
         .filter(|v| !produced.contains(*v))
         .collect();
     ensure(foreign.is_empty(), invariant::QUEUE_DELIVERY, || {
@@ -154,21 +181,6 @@ pub async fn queue_consumer_crashes(mut cx: Context) -> Checked {
         seen.deliveries
     ));
     Ok(())
-}
-
-async fn produce(world: &World, partition: u32, value: &str) -> Checked {
-    let request = Request::Produce(Produce {
-        topic: "orders".into(),
-        partition,
-        records: vec![ProduceRecord {
-            key: None,
-            value: value.to_string().into(),
-            headers: Vec::new(),
-        }],
-        acks: Acks::Local,
-        producer: None,
-    });
-    must(world, GATEWAY, request).await.map(|_| ())
 }
 
 /// One consumer of `queue` until the scenario is done: acks, nacks or
@@ -242,17 +254,25 @@ async fn consume(
                 leases: vec![message.lease],
                 action,
             };
-            let settled = matches!(
-                call(&world, GATEWAY, Request::Settle(settle)).await,
-                Ok(Reply::Settled(results)) if results.first().is_some_and(Option::is_none)
-            );
-            if settled && action == SettleAction::Ack {
-                let mut seen = seen.borrow_mut();
-                if drains {
-                    seen.dead.insert(value);
-                } else {
-                    seen.acked.insert(value);
+            let answer = call(&world, GATEWAY, Request::Settle(settle)).await;
+            if action != SettleAction::Ack {
+                continue;
+            }
+            let mut seen = seen.borrow_mut();
+            match answer {
+                Ok(Reply::Settled(results)) if results.first().is_some_and(Option::is_none) => {
+                    if drains {
+                        seen.dead.insert(value);
+                    } else {
+                        seen.acked.insert(value);
+                    }
                 }
+                Err(CallError::Down) => {
+                    seen.maybe_acked.insert(value);
+                }
+                // A lease that ran out or a refused ack: the message comes
+                // back.
+                _ => {}
             }
         }
     }

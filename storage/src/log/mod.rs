@@ -253,6 +253,7 @@ impl Log {
                 got: header.base_seq.0,
             });
         }
+        #[cfg(feature = "mutation")]
         if crate::mutation::duplicates_kept() && !header.gap && header.base_seq.0 < held {
             // The mutation the simulation must catch: records already held
             // are appended again, as new ones.
