@@ -165,6 +165,28 @@ pub async fn produce(
     }
 }
 
+/// Produces records `{region}-{partition}-{i}` for each `i` of `range` at
+/// gateway `name`, one acknowledged request each; all must be answered.
+pub async fn produce_range(
+    world: &World,
+    name: &str,
+    region: &str,
+    partition: u32,
+    range: std::ops::Range<u32>,
+    ledger: &mut Ledger,
+) -> Checked {
+    for i in range {
+        let value = format!("{region}-{partition}-{i}");
+        if !produce(world, name, region, partition, value, ledger).await? {
+            return Err(Violation::new(
+                invariant::LIVENESS,
+                format!("{name} went down under a produce"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One delivered record: partition, origin region, origin sequence.
 pub type Delivery = (u32, String, u64);
 

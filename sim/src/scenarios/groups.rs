@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{TOPIC, others};
 use crate::check::{Checked, Ledger, ensure, invariant, records};
-use crate::client::{Delivery, Member, all_alive, mirrored_topic, produce};
+use crate::client::{Delivery, Member, all_alive, mirrored_topic, produce_range};
 use crate::faults::{heal, partition};
 use crate::scenario::{Context, REGIONS, converge};
 
@@ -27,17 +27,7 @@ pub async fn group_failover(mut cx: Context) -> Checked {
     let per = cx.rng.random_range(5..15);
     for (name, region) in REGIONS {
         for p in 0..partitions {
-            for i in 0..per {
-                produce(
-                    &world,
-                    name,
-                    region,
-                    p,
-                    format!("{region}-{p}-{i}"),
-                    &mut ledger,
-                )
-                .await?;
-            }
+            produce_range(&world, name, region, p, 0..per, &mut ledger).await?;
         }
     }
     converge(&world, &ledger, Duration::from_secs(60)).await?;
@@ -59,17 +49,7 @@ pub async fn group_failover(mut cx: Context) -> Checked {
     }
     // Producers go on on both sides of the cut (not in a crashed region).
     for (name, region) in REGIONS.into_iter().filter(|(h, _)| !crashed || *h != from) {
-        for i in per..per + 5 {
-            produce(
-                &world,
-                name,
-                region,
-                0,
-                format!("{region}-0-{i}"),
-                &mut ledger,
-            )
-            .await?;
-        }
+        produce_range(&world, name, region, 0, per..per + 5, &mut ledger).await?;
     }
     let member = Member::join(&world, to, "billing", TOPIC).await?;
     member.consume(usize::MAX, &mut delivered).await?;

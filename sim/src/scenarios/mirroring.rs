@@ -7,7 +7,7 @@ use rand::Rng;
 
 use super::{TOPIC, host, others};
 use crate::check::{Checked, Ledger, Violation, invariant, streams};
-use crate::client::{all_alive, mirrored_topic, produce};
+use crate::client::{all_alive, mirrored_topic, produce, produce_range};
 use crate::faults::{heal, partition};
 use crate::scenario::{Context, REGIONS, converge};
 use crate::world::eventually;
@@ -30,10 +30,9 @@ pub async fn region_partition(mut cx: Context) -> Checked {
         }
         for (name, region) in REGIONS {
             for p in 0..partitions {
-                for i in 0..per_round {
-                    let value = format!("{region}-{p}-{round}-{i}");
-                    produce(&world, name, region, p, value, &mut ledger).await?;
-                }
+                let first = round * 100;
+                let range = first..first + per_round;
+                produce_range(&world, name, region, p, range, &mut ledger).await?;
                 ledger.check_prefixes(&world)?;
             }
         }
@@ -79,25 +78,13 @@ pub async fn region_crash(mut cx: Context) -> Checked {
         .await
         .map_err(|error| Violation::new(invariant::NO_PANIC, format!("producer: {error}")))??;
     for (name, region) in REGIONS.iter().filter(|(h, _)| *h != victim) {
-        for i in 0..cx.rng.random_range(5..20) {
-            produce(
-                &world,
-                name,
-                region,
-                0,
-                format!("{region}-0-{i}"),
-                &mut ledger,
-            )
-            .await?;
-        }
+        let count = cx.rng.random_range(5..20);
+        produce_range(&world, name, region, 0, 0..count, &mut ledger).await?;
     }
     ledger.check_prefixes(&world)?;
     cx.faults.restart(&world, victim).await?;
     ledger.check_origin_kept(&world, victim, victim_region)?;
-    for i in 100..110 {
-        let value = format!("{victim_region}-0-{i}");
-        produce(&world, victim, victim_region, 0, value, &mut ledger).await?;
-    }
+    produce_range(&world, victim, victim_region, 0, 100..110, &mut ledger).await?;
     converge(&world, &ledger, Duration::from_secs(60)).await?;
     ledger.check_origin_kept(&world, victim, victim_region)?;
     Ok(())
@@ -121,17 +108,7 @@ pub async fn chain_origin_down(mut cx: Context) -> Checked {
     mirrored_topic(&world, host(origin), TOPIC, 1, &topology).await?;
     let mut ledger = Ledger::new(TOPIC, 1);
     let count = cx.rng.random_range(10..50);
-    for i in 0..count {
-        produce(
-            &world,
-            host(origin),
-            origin,
-            0,
-            format!("{origin}-0-{i}"),
-            &mut ledger,
-        )
-        .await?;
-    }
+    produce_range(&world, host(origin), origin, 0, 0..count, &mut ledger).await?;
     let holds_all = |name: &'static str| {
         let (world, want) = (world.clone(), count as usize);
         move || {
@@ -168,17 +145,8 @@ pub async fn chain_origin_down(mut cx: Context) -> Checked {
     world.record(format!("{last} holds {origin}'s records through {middle}"));
     cx.faults.restart(&world, host(origin)).await?;
     ledger.check_origin_kept(&world, host(origin), origin)?;
-    for i in count..count + 10 {
-        produce(
-            &world,
-            host(origin),
-            origin,
-            0,
-            format!("{origin}-0-{i}"),
-            &mut ledger,
-        )
-        .await?;
-    }
+    let more = count..count + 10;
+    produce_range(&world, host(origin), origin, 0, more, &mut ledger).await?;
     converge(&world, &ledger, Duration::from_secs(60)).await?;
     Ok(())
 }
