@@ -4,25 +4,25 @@
 //! the link is added again.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::Arc;
 
 use meshgate_federation::membership::{
-    Incarnation, MemberAddresses, MemberId, MemberState, MemberView, Membership, MembershipEvent,
-    MembershipHandle, NodeId,
+    ConfigChange, Incarnation, MemberAddresses, MemberId, MemberState, MemberView, Membership,
+    MembershipError, MembershipEvent, MembershipHandle, NodeId,
 };
 use meshgate_federation::transport::{
     AuthenticatedPeer, LinkState, LinkStats, NodeName, PeerLinks, TransportLimits,
     peer_client_config, peer_server_config,
 };
 use meshgate_protocol::MemberInfo;
-use meshgate_storage::{FileSystem, OpenMode, RegionId, fs::write_atomically};
+use meshgate_storage::{FileSystem, RegionId};
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_files::{Incarnations, SavedConfig};
 use crate::config::GatewayConfig;
 use crate::gateway::StartError;
 use crate::metrics::{EventLabels, Snapshot, StateLabels};
@@ -38,6 +38,7 @@ pub struct Cluster {
     local: NodeId,
     driver: tokio::task::JoinHandle<()>,
     incarnations: Incarnations,
+    saved_config: SavedConfig,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -46,80 +47,6 @@ impl std::fmt::Debug for Cluster {
             .field("local", &self.local)
             .field("addresses", &self.addresses)
             .finish()
-    }
-}
-
-/// Identity renewals a run may make before it writes a new reservation.
-const INCARNATIONS_RESERVED: u64 = 1_000;
-
-/// The node's incarnations: the file `incarnation` in the data directory
-/// holds the highest one reserved so far. A start takes the next and
-/// reserves [`INCARNATIONS_RESERVED`] more for the identity renewals of its
-/// run (a node renews its identity when the cluster declared it down), so a
-/// restart comes back above every identity the last run used, even one
-/// renewed just before a crash; otherwise peers that hold the last run's
-/// identity down would ignore the lower one (found by the simulation).
-struct Incarnations {
-    fs: Arc<dyn FileSystem>,
-    path: std::path::PathBuf,
-    reserved: Mutex<u64>,
-}
-
-impl Incarnations {
-    /// Takes the next incarnation and reserves the run's renewals.
-    fn start(fs: Arc<dyn FileSystem>, data_dir: &Path) -> Result<(Self, u64), StartError> {
-        let path = data_dir.join("incarnation");
-        // An unreadable counter stops the start: coming back under a low
-        // incarnation would leave the node out of the cluster.
-        let previous = if fs.exists(&path) {
-            let bytes = fs
-                .open(&path, OpenMode::Existing)
-                .and_then(|file| file.read_all())
-                .map_err(|source| {
-                    StartError::Cluster(format!("cannot read {}: {source}", path.display()))
-                })?;
-            String::from_utf8_lossy(&bytes)
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| {
-                    StartError::Cluster(format!(
-                        "{} does not hold an incarnation number; remove it only if no \
-                         peer has seen this node (it would come back as new)",
-                        path.display()
-                    ))
-                })?
-        } else {
-            0
-        };
-        let next = previous + 1;
-        let incarnations = Incarnations {
-            fs,
-            path,
-            reserved: Mutex::new(0),
-        };
-        incarnations
-            .reserve(next + INCARNATIONS_RESERVED)
-            .map_err(StartError::Cluster)?;
-        Ok((incarnations, next))
-    }
-
-    fn reserve(&self, up_to: u64) -> Result<(), String> {
-        write_atomically(&*self.fs, &self.path, format!("{up_to}\n").as_bytes())
-            .map_err(|source| format!("cannot store {}: {source}", self.path.display()))?;
-        *self.reserved.lock() = up_to;
-        Ok(())
-    }
-
-    /// After a renewal to `incarnation`: reserves more once half the
-    /// reservation is used.
-    fn renewed(&self, incarnation: u64) {
-        let reserved = *self.reserved.lock();
-        if incarnation + INCARNATIONS_RESERVED / 2 < reserved {
-            return;
-        }
-        if let Err(error) = self.reserve(incarnation + INCARNATIONS_RESERVED) {
-            tracing::error!(target: "meshgate::cluster", %error, "incarnation reservation not stored; a restart may come back under a used identity");
-        }
     }
 }
 
@@ -205,7 +132,8 @@ impl Cluster {
         )?;
 
         let ip = advertised_ip(config, network).await?;
-        let (incarnations, incarnation) = Incarnations::start(fs, &config.data_dir)?;
+        let (incarnations, incarnation) = Incarnations::start(fs.clone(), &config.data_dir)?;
+        let (saved_config, restored_config) = SavedConfig::open(fs, &config.data_dir);
         let node =
             NodeId::parse(node_id).map_err(|error| StartError::Cluster(error.to_string()))?;
         let peer = SocketAddr::new(ip, peer_bound.port());
@@ -220,7 +148,9 @@ impl Cluster {
                     client,
                 };
                 let id = MemberId::new(node, region, Incarnation(incarnation), addresses);
-                Membership::new(id, &membership_config, seed ^ 0x9e37_79b9)
+                let mut membership = Membership::new(id, &membership_config, seed ^ 0x9e37_79b9)?;
+                membership.restore_config(restored_config);
+                Ok(membership)
             })
         };
         let (membership, gossip_bound, driver) = network
@@ -259,6 +189,7 @@ impl Cluster {
             local: node,
             driver,
             incarnations,
+            saved_config,
         });
         tokio::spawn(maintain_links(cluster.clone(), shutdown));
         tracing::info!(target: "meshgate::cluster", gossip = %addresses.gossip, peer = %addresses.peer, incarnation, "joined the federation");
@@ -273,6 +204,29 @@ impl Cluster {
     /// The membership handle (config broadcasts, metadata, events).
     pub fn membership(&self) -> &MembershipHandle {
         &self.membership
+    }
+
+    /// Publishes a cluster configuration change and saves the node's copy
+    /// of the configuration before returning, so an acknowledged change
+    /// survives even a crash of every node right after.
+    pub async fn publish_config(
+        &self,
+        key: impl Into<String>,
+        value: Option<Vec<u8>>,
+    ) -> Result<ConfigChange, MembershipError> {
+        let change = self.membership.publish_config(key, value).await?;
+        self.save_config().await;
+        Ok(change)
+    }
+
+    /// Saves the node's copy of the cluster configuration.
+    async fn save_config(&self) {
+        match self.membership.config_entries().await {
+            Ok(entries) => self.saved_config.save(entries),
+            Err(error) => {
+                tracing::warn!(target: "meshgate::cluster", %error, "cluster configuration not read for saving");
+            }
+        }
     }
 
     /// The peer links.
@@ -438,6 +392,7 @@ async fn maintain_links(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             Ok(MembershipEvent::IdentityRenewed(id)) => {
                 cluster.incarnations.renewed(id.incarnation().0);
             }
+            Ok(MembershipEvent::ConfigChanged(_)) => cluster.save_config().await,
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(target: "meshgate::cluster", missed, "membership events missed; resyncing links");
@@ -510,39 +465,5 @@ fn add_link(cluster: &Cluster, id: &MemberId) {
     }
     if let Err(error) = cluster.links.add_peer(name, peer) {
         tracing::warn!(target: "meshgate::cluster", %error, "cannot add a peer link");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use meshgate_storage::MemFs;
-
-    #[test]
-    fn a_restart_comes_back_above_every_identity_the_last_run_renewed_to() {
-        let fs: Arc<dyn FileSystem> = Arc::new(MemFs::new());
-        let dir = Path::new("/data");
-        fs.create_dir_all(dir).expect("dir");
-        let (first, incarnation) = Incarnations::start(fs.clone(), dir).expect("first start");
-        assert_eq!(incarnation, 1);
-        // Renewals inside the reservation write nothing; past half of it,
-        // a new reservation.
-        first.renewed(2);
-        first.renewed(1 + INCARNATIONS_RESERVED / 2 + 10);
-        let renewed_to = 1 + INCARNATIONS_RESERVED / 2 + 10;
-        let (_, restarted) = Incarnations::start(fs.clone(), dir).expect("second start");
-        assert!(
-            restarted > renewed_to,
-            "{restarted} must be above {renewed_to}"
-        );
-        let (_, again) = Incarnations::start(fs.clone(), dir).expect("third start");
-        assert!(again > restarted);
-
-        write_atomically(&*fs, &dir.join("incarnation"), b"garbage\n").expect("write");
-        let refused = Incarnations::start(fs, dir).err().expect("refused");
-        assert!(
-            refused.to_string().contains("incarnation number"),
-            "{refused}"
-        );
     }
 }

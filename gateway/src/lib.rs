@@ -22,6 +22,7 @@
 
 pub mod clock;
 pub mod cluster;
+mod cluster_files;
 pub mod config;
 pub mod errors;
 pub mod fetch;

@@ -1032,3 +1032,37 @@ async fn the_rust_client_s_group_consumer_fails_over_exactly() {
         gateway.stop().await;
     }
 }
+
+/// Every region killed in turn after a rule was added: the rule lives on,
+/// because each gateway keeps its copy of the cluster configuration on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_rules_survive_every_region_being_killed() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(root.path());
+    let gateways = start_regions(&ca, root.path(), &REGIONS[..2]).await;
+    create_topic(&gateways[0], "events", 1).await;
+    let wanted = rule("events", "events", &["us-east", "eu-west"], "");
+    add_rule(&gateways[0], wanted.clone()).await;
+    for gateway in gateways {
+        gateway.kill().await;
+    }
+    let first = Gateway::start(ca.config(root.path(), "use-1", "us-east", vec![]))
+        .await
+        .expect("us-east restarts on its data");
+    let seed = first.cluster().addresses().gossip.to_string();
+    let second = Gateway::start(ca.config(root.path(), "euw-1", "eu-west", vec![seed]))
+        .await
+        .expect("eu-west restarts on its data");
+    for gateway in [&first, &second] {
+        let kept = eventually(Duration::from_secs(10), || async {
+            let Reply::MirrorRules(rules) = call(gateway, Request::ListMirrorRules).await else {
+                return false;
+            };
+            rules.len() == 1 && rules[0].name == wanted.name
+        })
+        .await;
+        assert!(kept, "{} keeps the rule", gateway.node().node_id());
+    }
+    first.stop().await;
+    second.stop().await;
+}

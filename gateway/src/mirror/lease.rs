@@ -63,12 +63,7 @@ impl Mirror {
         };
         match rmp_serde::to_vec_named(&lease) {
             Ok(value) => {
-                if let Err(error) = self
-                    .cluster
-                    .membership()
-                    .publish_config(key, Some(value))
-                    .await
-                {
+                if let Err(error) = self.cluster.publish_config(key, Some(value)).await {
                     tracing::warn!(target: "meshgate::mirror", %group, %error, "group lease not published");
                 }
             }

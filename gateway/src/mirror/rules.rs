@@ -133,7 +133,6 @@ impl Mirror {
         let value =
             rmp_serde::to_vec_named(&rule).map_err(|e| WireError::new(ErrorCode::Internal, e))?;
         self.cluster
-            .membership()
             .publish_config(rule.key(), Some(value))
             .await
             .map_err(|e| WireError::new(ErrorCode::Internal, e))?;
@@ -147,7 +146,6 @@ impl Mirror {
             return Err(bad(format!("no mirroring rule {name}")));
         }
         self.cluster
-            .membership()
             .publish_config(format!("{RULE_KEY_PREFIX}{name}"), None)
             .await
             .map_err(|e| WireError::new(ErrorCode::Internal, e))?;
@@ -198,12 +196,7 @@ impl Mirror {
             return;
         };
         let key = format!("{TOPIC_KEY_PREFIX}{}", definition.name);
-        if let Err(error) = self
-            .cluster
-            .membership()
-            .publish_config(key, Some(value))
-            .await
-        {
+        if let Err(error) = self.cluster.publish_config(key, Some(value)).await {
             tracing::warn!(target: "meshgate::mirror", topic = %definition.name, %error, "topic definition not published");
         }
     }

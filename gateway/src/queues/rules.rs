@@ -55,7 +55,6 @@ impl Queues {
         validate_spec(&spec)?;
         let value = rmp_serde::to_vec_named(&spec).map_err(internal)?;
         self.cluster
-            .membership()
             .publish_config(format!("{RULE_KEY_PREFIX}{}", spec.name), Some(value))
             .await
             .map_err(internal)?;
@@ -109,7 +108,6 @@ impl Queues {
             return Err(QueueError::UnknownQueue(name.to_string()).into());
         }
         self.cluster
-            .membership()
             .publish_config(format!("{RULE_KEY_PREFIX}{name}"), None)
             .await
             .map_err(internal)?;
