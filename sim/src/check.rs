@@ -193,6 +193,11 @@ impl Ledger {
         }
     }
 
+    /// How many records were sent (acknowledged or not).
+    pub fn sent_count(&self) -> usize {
+        self.sent.values().map(Vec::len).sum()
+    }
+
     /// How many records were acknowledged.
     pub fn acked(&self) -> usize {
         self.sent.values().flatten().filter(|s| s.acked).count()

@@ -175,6 +175,7 @@ pub async fn produce_range(
     range: std::ops::Range<u32>,
     ledger: &mut Ledger,
 ) -> Checked {
+    let count = range.len();
     for i in range {
         let value = format!("{region}-{partition}-{i}");
         if !produce(world, name, region, partition, value, ledger).await? {
@@ -184,6 +185,10 @@ pub async fn produce_range(
             ));
         }
     }
+    world.record(format!(
+        "{name}: {count} records to {}/{partition} acknowledged",
+        ledger.topic()
+    ));
     Ok(())
 }
 

@@ -24,6 +24,9 @@ pub enum Fault {
     Loss(String, String, f64),
     /// Delay every datagram between two hosts by this much.
     Latency(String, String, Duration),
+    /// Repair, release and clear loss on every link (latency set by a
+    /// fault stays: slow is not broken).
+    HealAll,
 }
 
 /// A fault and the ticket its asker waits on.
@@ -83,6 +86,21 @@ impl Faults {
                         sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
                         let event = format!("loss {a} <-> {b} {:.0}%", rate * 100.0);
                         world.trace().record(sim.elapsed(), event);
+                    }
+                    Fault::HealAll => {
+                        let hosts: Vec<String> =
+                            world.specs().iter().map(|s| s.name.clone()).collect();
+                        for (i, a) in hosts.iter().enumerate() {
+                            for b in &hosts[i + 1..] {
+                                sim.repair(a.as_str(), b.as_str());
+                                sim.release(a.as_str(), b.as_str());
+                                sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
+                            }
+                        }
+                        world.trace().record(
+                            sim.elapsed(),
+                            "every link healed (repaired, released, no loss)",
+                        );
                     }
                     Fault::Latency(a, b, delay) => {
                         sim.set_link_latency(a.as_str(), b.as_str(), *delay);

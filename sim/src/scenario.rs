@@ -132,6 +132,39 @@ pub async fn converge(
                     .map(|m| format!("{}#{} {}", m.node_id, m.incarnation, m.state))
                     .collect();
                 views.push(format!("{name} sees [{}]", members.join(", ")));
+                if let Some(Ok(meshgate_protocol::Reply::MirrorStatus(links))) = world
+                    .call(&name, meshgate_protocol::Request::MirrorStatus)
+                    .await
+                {
+                    let links: Vec<String> = links
+                        .iter()
+                        .map(|l| {
+                            let origins: Vec<String> = l
+                                .origins
+                                .iter()
+                                .map(|o| format!("{}:{}/{:?}", o.origin, o.held, o.head))
+                                .collect();
+                            format!(
+                                "{}/{} from {}@{:?} {} {} pulled {} [{}]",
+                                l.topic,
+                                l.partition,
+                                l.source_region,
+                                l.source_node,
+                                l.state,
+                                l.error.as_deref().unwrap_or(""),
+                                l.records_pulled,
+                                origins.join(" ")
+                            )
+                        })
+                        .collect();
+                    views.push(format!("{name} links [{}]", links.join(", ")));
+                }
+                if let Some(Ok(meshgate_protocol::Reply::MirrorRules(rules))) = world
+                    .call(&name, meshgate_protocol::Request::ListMirrorRules)
+                    .await
+                {
+                    views.push(format!("{name} rules {rules:?}"));
+                }
             }
             return Err(Violation::new(
                 invariant::CONVERGENCE,

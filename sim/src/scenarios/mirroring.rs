@@ -77,6 +77,11 @@ pub async fn region_crash(mut cx: Context) -> Checked {
     let mut ledger = producer
         .await
         .map_err(|error| Violation::new(invariant::NO_PANIC, format!("producer: {error}")))??;
+    world.record(format!(
+        "{victim}: {} records acknowledged before the crash, {} unanswered",
+        ledger.acked(),
+        ledger.sent_count() - ledger.acked()
+    ));
     for (name, region) in REGIONS.iter().filter(|(h, _)| *h != victim) {
         let count = cx.rng.random_range(5..20);
         produce_range(&world, name, region, 0, 0..count, &mut ledger).await?;
