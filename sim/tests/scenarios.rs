@@ -90,3 +90,25 @@ fn seeds_that_found_bugs_pass() {
         );
     }
 }
+
+#[test]
+fn a_task_that_panics_is_a_violation() {
+    use std::time::Duration;
+    let scenario = meshgate_sim::Scenario {
+        name: "panics",
+        about: "a client task panics",
+        skew_ms_max: 0,
+        limit: Duration::from_secs(10),
+        body: |_| {
+            Box::pin(async {
+                tokio::task::spawn_local(async { panic!("a bug") });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            })
+        },
+    };
+    let outcome = run_seed(&scenario, 1);
+    let violation = outcome.verdict.expect_err("the panic is caught");
+    assert_eq!(violation.invariant, invariant::NO_PANIC, "{violation}");
+    assert!(violation.detail.contains("a bug"), "{violation}");
+}
